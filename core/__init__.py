@@ -1,0 +1,1 @@
+"""Sieve core: the catalog and every analysis on it, as plain Python (no Streamlit)."""
