@@ -1,0 +1,143 @@
+"""Command line: `python -m core COMMAND --db FILE ...`; human-readable output, `--json` for scripts.
+
+Commands: ingest, demo, stats. Each opens the catalog itself; if the dashboard holds the file
+for writing, the command says so and exits with status 3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from core import catalog
+from core.config import default_catalog_path
+from core.formats import FormatError
+
+
+def _progress_bar(description: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=description, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.set_description(message or description, refresh=False)
+        bar.update(done - bar.n)
+
+    progress.close = bar.close
+    return progress
+
+
+def _print_problems(examples: list, counts: dict) -> None:
+    if not counts and not examples:
+        return
+    print("\nSkipped or flagged (" + ", ".join(f"{n} {a}" for a, n in counts.items()) + "):")
+    for item in examples:
+        where = f" [{item['location']}]" if item.get("location") else ""
+        print(f"  {item['action']:>8}  {item['file']}{where}: {item['reason']}")
+
+
+def cmd_ingest(args) -> int:
+    from core import ingest, jobs
+
+    con = catalog.open_catalog(args.db, program="python -m core ingest")
+    params = {k: str(v) for k, v in vars(args).items() if k not in ("func",) and v is not None}
+    bar = None if args.json else _progress_bar("ingest")
+
+    def work(cursor, progress, job_id):
+        return ingest.ingest(cursor, args.source, fmt=args.format, labels=args.labels,
+                             dataset=args.dataset, split=args.split, annotator=args.annotator,
+                             classes=args.classes.split(",") if args.classes else None,
+                             workers=args.workers, job_id=job_id, progress=progress)
+
+    try:
+        summary = jobs.run_job(con, "ingest", params, work, progress=bar)
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        print(json.dumps(asdict(summary), default=str, indent=2))
+    else:
+        print(f"dataset {summary.dataset} ({summary.format}): {summary.files} files, "
+              f"{summary.added} added, {summary.unchanged} unchanged, {summary.changed} changed, "
+              f"{summary.unreadable} unreadable; labels: {summary.labels_added} added, "
+              f"{summary.labels_unchanged} already present")
+        _print_problems(summary.examples, summary.problems)
+    return 0 if summary.ingested_anything else 1
+
+
+def cmd_demo(args) -> int:
+    from core import demo
+
+    bar = None if args.json else _progress_bar("demo")
+    try:
+        built = demo.build_demo(args.db, progress=bar, force=args.force)
+    finally:
+        if bar:
+            bar.close()
+    print(json.dumps(built, indent=2) if args.json else built["message"])
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from core import stats
+
+    con = catalog.open_catalog(args.db, read_only=True)
+    names = [args.dataset] if args.dataset else catalog.list_dataset_names(con)
+    report = {name: stats.dataset_stats(con, catalog.find_dataset(con, name)) for name in names}
+    if args.json:
+        print(json.dumps({"datasets": report}, indent=2, default=str))
+    else:
+        for name, item in report.items():
+            print(stats.format_stats(name, item))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", type=Path, default=default_catalog_path(),
+                       help="catalog file (default: %(default)s)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("ingest", cmd_ingest, "ingest images and labels from a folder")
+    p.add_argument("source", type=Path, help="folder holding the images")
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "imagefolder", "csv", "coco", "voc", "yolo"])
+    p.add_argument("--labels", type=Path, help="annotation file or folder (csv, coco, voc)")
+    p.add_argument("--dataset", help="dataset name (default: the folder's name)")
+    p.add_argument("--split", help="split of the new images (train, val, test, ...)")
+    p.add_argument("--annotator", help="whose labels these are (default: DATASET/given)")
+    p.add_argument("--classes", help="comma-separated class list; other classes are skipped")
+    p.add_argument("--workers", type=int, help="reader processes (default: one per core)")
+
+    p = add("demo", cmd_demo, "build the demo catalog (CIFAR-10 and BCCD, or offline MNIST)")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+
+    p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
+    p.add_argument("--dataset", help="one dataset (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except catalog.CatalogBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except (catalog.CatalogError, FormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

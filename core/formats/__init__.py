@@ -1,0 +1,115 @@
+"""Annotation readers: each format turns a source into `Annotations` (labels + problems).
+
+Entry point: `read_annotations(source, fmt, labels=None)`. Readers only parse; checking boxes
+against image sizes and classes against the vocabulary happens once, in `core.ingest`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm", ".pbm", ".jfif"}
+SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "dev"}
+
+# One row per label. kind: 'class' | 'box' | 'polygon'. Coordinates in pixels, top-left origin,
+# unless `normalized` (YOLO: fractions of the image size, scaled once the size is known).
+LABEL_COLUMNS = ["path", "annotator", "kind", "class_name", "x", "y", "w", "h", "points",
+                 "normalized", "label_file", "location"]
+
+
+@dataclass
+class Annotations:
+    """What a reader found. `classes`: the format's own class list in id order (None: open set);
+    `images`: relative paths the format names (None: every image file under the source);
+    `splits`: columns path, split; `problems`: dicts with file, location, reason, action."""
+    labels: pd.DataFrame
+    classes: list[str] | None = None
+    images: list[str] | None = None
+    splits: pd.DataFrame | None = None
+    problems: list[dict] = field(default_factory=list)
+
+
+class FormatError(Exception):
+    """The source as a whole cannot be read in the requested format."""
+
+
+def empty_labels() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in LABEL_COLUMNS})
+
+
+def labels_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return empty_labels()
+    frame = pd.DataFrame(rows)
+    for column in LABEL_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame["normalized"] = frame["normalized"].fillna(False).astype(bool)
+    return frame[LABEL_COLUMNS]
+
+
+def problem(file, reason: str, *, location: str | None = None, action: str = "skipped") -> dict:
+    return {"file": str(file), "location": location, "reason": reason, "action": action}
+
+
+def relative_path(source: Path, path: Path) -> str:
+    """'/'-separated path of `path` below `source` (as str, surrogates kept)."""
+    return Path(os.path.relpath(path, source)).as_posix()
+
+
+def scan_images(source: Path) -> list[str]:
+    """Every file with an image extension below `source`, relative, sorted; hidden ones skipped."""
+    found = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(folder)
+        found.extend(relative_path(source, base / name) for name in files
+                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(found)
+
+
+def resolve_inside(source: Path, reference: str) -> str | None:
+    """`reference` (from an annotation file) as a path relative to `source`, or None when it
+    points outside `source` (absolute elsewhere, or climbing out with '..')."""
+    base = Path(os.path.abspath(source))
+    full = Path(os.path.abspath(base / reference))  # an absolute reference replaces base
+    try:
+        return full.relative_to(base).as_posix()
+    except ValueError:
+        return None
+
+
+def detect_format(source: Path, labels: Path | None) -> str:
+    """Guess the format from what is there; raise FormatError when nothing fits."""
+    if labels is not None:
+        suffix = labels.suffix.lower()
+        if suffix == ".json":
+            return "coco"
+        if suffix == ".csv":
+            return "csv"
+        if labels.is_dir() and any(labels.glob("*.xml")):
+            return "voc"
+    if (source / "labels").is_dir() and ((source / "data.yaml").exists()
+                                         or (source / "classes.txt").exists()):
+        return "yolo"
+    if any(source.glob("*.xml")):
+        return "voc"
+    if any(p.is_dir() and not p.name.startswith(".") for p in source.iterdir()):
+        return "imagefolder"
+    raise FormatError(f"cannot tell the format of {source}: give --format "
+                      "(imagefolder, csv, coco, voc or yolo)")
+
+
+def read_annotations(source: Path, fmt: str, labels: Path | None = None) -> Annotations:
+    """Parse `source` (and the `labels` file or folder, where the format has one)."""
+    from core.formats import coco, csvlabels, imagefolder, voc, yolo
+
+    readers = {"imagefolder": imagefolder.read, "csv": csvlabels.read, "coco": coco.read,
+               "voc": voc.read, "yolo": yolo.read}
+    if fmt not in readers:
+        raise FormatError(f"unknown format {fmt!r}: use one of {', '.join(readers)} or auto")
+    return readers[fmt](source, labels)

@@ -1,0 +1,102 @@
+"""COCO instances JSON: images, categories, annotations with `bbox` [x, y, w, h] and polygon
+`segmentation` [[x1, y1, x2, y2, ...], ...].
+
+Entry point: `read(source, labels)` with `labels` the JSON file; image `file_name`s are relative
+to `source`. An object with a polygon is stored as a polygon (its bbox kept as the box); each
+extra part of a multi-part polygon becomes its own polygon; RLE masks keep only their box.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.formats import Annotations, FormatError, labels_frame, problem, resolve_inside
+
+
+def _load(labels: Path) -> dict:
+    try:
+        data = json.loads(labels.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FormatError(f"{labels}: malformed JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise FormatError(f"{labels}: expected a JSON object with images, annotations, categories")
+    missing = [key for key in ("images", "annotations", "categories") if key not in data]
+    if missing:
+        raise FormatError(f"{labels}: missing key(s) {', '.join(missing)}")
+    return data
+
+
+def _index(labels: Path, data: dict, source: Path, problems: list) -> tuple[dict, dict]:
+    categories, images = {}, {}
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            problems.append(problem(labels, "category without id or name", location=f"categories[{k}]"))
+            continue
+        categories[cat["id"]] = str(cat["name"])
+    for k, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            problems.append(problem(labels, "image without id or file_name", location=f"images[{k}]"))
+            continue
+        path = resolve_inside(source, str(image["file_name"]))
+        if path is None:
+            problems.append(problem(labels, f"file_name {image['file_name']!r} is outside the "
+                                    "source folder", location=f"images[{k}]", action="refused"))
+            continue
+        images[image["id"]] = path
+    return categories, images
+
+
+def _polygons(segmentation) -> list[list[list[float]]]:
+    if not isinstance(segmentation, list):
+        return []
+    rings = [seg for seg in segmentation if isinstance(seg, list) and len(seg) >= 2]
+    return [[[float(seg[i]), float(seg[i + 1])] for i in range(0, len(seg) - 1, 2)] for seg in rings]
+
+
+def _ring_box(ring: list[list[float]]) -> tuple[float, float, float, float]:
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+
+
+def _rows_of(ann: dict, path: str, name: str, labels: Path, where: str, problems: list) -> list:
+    base = {"path": path, "class_name": name, "label_file": str(labels), "location": where}
+    bbox = ann.get("bbox")
+    rings = _polygons(ann.get("segmentation"))
+    if not rings:
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise ValueError("no bbox [x, y, w, h] and no polygon")
+        if isinstance(ann.get("segmentation"), dict):
+            problems.append(problem(labels, "RLE mask not supported: its box is kept",
+                                    location=where, action="noted"))
+        x, y, w, h = (float(v) for v in bbox)
+        return [{**base, "kind": "box", "x": x, "y": y, "w": w, "h": h}]
+    rows = []
+    for k, ring in enumerate(rings):
+        x, y, w, h = (float(v) for v in bbox) if k == 0 and isinstance(bbox, list) \
+            and len(bbox) == 4 else _ring_box(ring)
+        rows.append({**base, "kind": "polygon", "x": x, "y": y, "w": w, "h": h, "points": ring})
+    return rows
+
+
+def read(source: Path, labels: Path | None = None) -> Annotations:
+    if labels is None:
+        raise FormatError("the coco format needs --labels instances.json")
+    data = _load(labels)
+    problems: list[dict] = []
+    categories, images = _index(labels, data, source, problems)
+    rows = []
+    for k, ann in enumerate(data["annotations"]):
+        where = f"annotations[{k}]" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
+        try:
+            if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
+                raise ValueError("annotation without image_id or category_id")
+            if ann["category_id"] not in categories:
+                raise ValueError(f"unknown category_id {ann['category_id']!r}")
+            if ann["image_id"] not in images:
+                raise ValueError(f"image_id {ann['image_id']!r} is not among the images")
+            rows.extend(_rows_of(ann, images[ann["image_id"]], categories[ann["category_id"]],
+                                 labels, where, problems))
+        except (ValueError, TypeError) as err:
+            problems.append(problem(labels, str(err), location=where))
+    classes = [categories[c] for c in sorted(categories, key=str)]
+    return Annotations(labels_frame(rows), classes=classes, images=None, problems=problems)

@@ -1,0 +1,240 @@
+"""Ingest: scan a source, read every image once (facts and hashes), record what cannot be read,
+and import its labels as append-only events. Running it again adds and changes nothing.
+
+Entry point: `ingest(con, source, ...)` → `IngestSummary`. Images are read by a pool of worker
+processes (`core.imageprobe`); only this process writes to the catalog, batch by batch.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core import catalog
+from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
+                          read_annotations, scan_images)
+from core.imageprobe import ProbeResult, probe_files, worker_init
+from core.labels import import_labels
+
+Progress = Callable[[int, int, str], None]  # (done, total, message)
+CHUNK = 256        # files per worker task
+WRITE_BATCH = 4096  # image rows per catalog transaction
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ingest did. `problems` counts problem rows by action ('skipped', 'flagged', ...);
+    `examples` holds up to 20 of them (file, location, reason, action)."""
+    dataset: str
+    format: str
+    files: int
+    added: int
+    unchanged: int
+    changed: int
+    unreadable: int
+    labels_added: int
+    labels_unchanged: int
+    problems: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)
+
+    @property
+    def ingested_anything(self) -> bool:
+        return self.files > self.unreadable or self.labels_added + self.labels_unchanged > 0
+
+
+def stored_path(path: str) -> tuple[str, bytes | None]:
+    """(UTF-8 text to store and show, raw bytes when the name is not valid UTF-8)."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def probe_all(paths: list, known_sha: list, *, workers: int) -> Iterator[list[ProbeResult]]:
+    """Probe files in order, chunk by chunk, in `workers` processes (in this one for few files)."""
+    chunks = list(zip(_chunks(paths, CHUNK), _chunks(known_sha, CHUNK)))
+    if workers <= 1 or len(paths) <= 2 * CHUNK:
+        for chunk_paths, chunk_sha in chunks:
+            yield probe_files(chunk_paths, chunk_sha)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["core.imageprobe"])
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=worker_init) as pool:
+        yield from pool.map(probe_files, *zip(*chunks))
+
+
+def _image_rows(results: list[ProbeResult], relpaths: list[str], ids: list[int], *,
+                dataset_id: int, split: str | None) -> pd.DataFrame:
+    stamp = catalog.now()
+    rows = []
+    for result, rel, image_id in zip(results, relpaths, ids):
+        text, raw = stored_path(rel)
+        rows.append({"image_id": image_id, "dataset_id": dataset_id, "path": text,
+                     "path_bytes": raw, "split": split, "bytes": result.bytes,
+                     "sha256": result.sha256, "width": result.width, "height": result.height,
+                     "format": result.format, "mode": result.mode, "phash": result.phash,
+                     "dhash": result.dhash, "status": "unreadable" if result.error else "ok",
+                     "error": result.error, "ingested_at": stamp})
+    frame = pd.DataFrame(rows, columns=catalog.IMAGE_COLUMNS)
+    for column in ("phash", "dhash"):
+        frame[column] = frame[column].astype("UInt64")
+    return frame
+
+
+class _ImageWriter:
+    """Collects probe results and writes them in batches, one transaction each."""
+
+    def __init__(self, con, dataset_id: int, known: pd.DataFrame, *, split, job_id):
+        self.con, self.dataset_id, self.split, self.job_id = con, dataset_id, split, job_id
+        self.known = dict(zip(known["path"], zip(known["image_id"], known["sha256"])))
+        self.pending: list[tuple[ProbeResult, str]] = []
+        self.counts = Counter()
+        self.failed: list[tuple[str, str]] = []  # (path, reason) of files that could not be read
+
+    def add(self, result: ProbeResult, rel: str) -> None:
+        self.pending.append((result, rel))
+        if len(self.pending) >= WRITE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        new = [(r, p) for r, p in self.pending if stored_path(p)[0] not in self.known]
+        changed = [(r, p) for r, p in self.pending
+                   if stored_path(p)[0] in self.known and not r.unchanged]
+        self.counts["unchanged"] += len(self.pending) - len(new) - len(changed)
+        self.failed.extend((p, r.error) for r, p in new + changed if r.error)
+        self.pending = []
+        self.con.begin()
+        try:
+            self._write_new(new)
+            self._write_changed(changed)
+            self.con.commit()
+        except Exception:
+            self.con.rollback()
+            raise
+
+    def _write_new(self, new: list) -> None:
+        if not new:
+            return
+        ids = catalog.next_image_ids(self.con, len(new))
+        frame = _image_rows([r for r, _ in new], [p for _, p in new], ids,
+                            dataset_id=self.dataset_id, split=self.split)
+        catalog.insert_images(self.con, frame)
+        catalog.insert_file_events(self.con, pd.DataFrame({
+            "image_id": ids, "event": "added", "old_sha256": None,
+            "new_sha256": frame["sha256"], "job_id": self.job_id, "recorded_at": catalog.now()}))
+        self.counts["added"] += len(new)
+
+    def _write_changed(self, changed: list) -> None:
+        if not changed:
+            return
+        olds = [self.known[stored_path(p)[0]] for _, p in changed]
+        frame = _image_rows([r for r, _ in changed], [p for _, p in changed],
+                            [image_id for image_id, _ in olds], dataset_id=self.dataset_id,
+                            split=self.split)
+        catalog.update_changed_images(self.con, frame)
+        catalog.insert_file_events(self.con, pd.DataFrame({
+            "image_id": frame["image_id"], "event": "changed",
+            "old_sha256": [sha for _, sha in olds], "new_sha256": frame["sha256"],
+            "job_id": self.job_id, "recorded_at": catalog.now()}))
+        self.counts["changed"] += len(changed)
+
+
+def ingest_images(con, source: Path, paths: list[str], dataset_id: int, *, split: str | None,
+                  job_id: int | None, workers: int, progress: Progress | None,
+                  prefix: str = "") -> _ImageWriter:
+    """Probe and record every file of `paths` (relative to `source`); the writer holds counts by
+    outcome and the files that failed."""
+    known = catalog.known_images(con, dataset_id)
+    writer = _ImageWriter(con, dataset_id, known, split=split, job_id=job_id)
+    known_sha = [writer.known.get(stored_path(prefix + p)[0], (None, None))[1] for p in paths]
+    full = [os.path.join(source, p) for p in paths]
+    done = 0
+    for results in probe_all(full, known_sha, workers=workers):
+        for result, rel in zip(results, paths[done:done + len(results)]):
+            writer.add(result, prefix + rel)
+        done += len(results)
+        if progress:
+            progress(done, len(paths), "reading images")
+    writer.flush()
+    return writer
+
+
+def _prefix_in_root(source: Path, ds: catalog.Dataset) -> str:
+    """Where `source` sits below the dataset's root ('' when it is the root)."""
+    rel = os.path.relpath(os.path.abspath(source), ds.root)
+    if rel == ".":
+        return ""
+    if rel.startswith(".."):
+        raise FormatError(f"dataset {ds.name!r} lives in {ds.root}: ingest a folder inside it, "
+                          "or give another --dataset name")
+    return Path(rel).as_posix() + "/"
+
+
+def _with_prefix(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Reader paths (relative to the source) as stored: below the root, names made UTF-8."""
+    if frame is not None and "path" in frame and len(frame):
+        frame = frame.assign(path=[stored_path(prefix + str(p))[0] for p in frame["path"]])
+    return frame
+
+
+def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Annotations]:
+    if fmt == "auto":
+        fmt = detect_format(source, labels)
+    if fmt in ("csv", "coco") and labels is None:
+        raise FormatError(f"the {fmt} format needs --labels FILE")
+    try:
+        return fmt, read_annotations(source, fmt, labels)
+    except FormatError as err:  # the annotation file is unusable: images still go in
+        return fmt, Annotations(empty_labels(), problems=[problem(labels or source, str(err))])
+
+
+def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | None = None,
+           dataset: str | None = None, split: str | None = None, annotator: str | None = None,
+           classes: list[str] | None = None, workers: int | None = None,
+           job_id: int | None = None, progress: Progress | None = None) -> IngestSummary:
+    """Ingest the images (and labels) under `source` into `dataset` (default: folder name).
+
+    `classes` fixes the vocabulary: a label naming another class is skipped with its reason.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise FormatError(f"source {source} is not a folder")
+    labels = Path(labels) if labels else None
+    fmt, annotations = _read_source(source, fmt, labels)
+    ds = catalog.get_or_create_dataset(con, dataset or source.resolve().name, source)
+    prefix = _prefix_in_root(source, ds)
+    paths = annotations.images if annotations.images is not None else scan_images(source)
+    annotations.labels = _with_prefix(annotations.labels, prefix)
+    if annotations.splits is not None:
+        annotations.splits = _with_prefix(annotations.splits, prefix)
+    writer = ingest_images(con, source, paths, ds.dataset_id, split=split, job_id=job_id,
+                           workers=workers or os.cpu_count() or 1, progress=progress,
+                           prefix=prefix)
+    if annotations.splits is not None and len(annotations.splits):
+        catalog.set_splits(con, ds.dataset_id, annotations.splits)
+    if progress:
+        progress(len(paths), len(paths), "importing labels")
+    added, unchanged, label_problems = import_labels(
+        con, ds.dataset_id, annotations.labels, annotator=annotator or f"{ds.name}/given",
+        vocabulary=classes or annotations.classes, fixed=classes is not None, job_id=job_id)
+    problems = annotations.problems + label_problems
+    catalog.add_problems(con, pd.DataFrame(problems, columns=["file", "location", "reason", "action"])
+                         .assign(dataset_id=ds.dataset_id, job_id=job_id))
+    examples = [problem(stored_path(p)[0], e) for p, e in writer.failed]
+    counts = writer.counts
+    return IngestSummary(ds.name, fmt, len(paths), counts["added"], counts["unchanged"],
+                         counts["changed"], len(writer.failed), added, unchanged,
+                         dict(Counter(p["action"] for p in problems)),
+                         (examples + problems)[:20])

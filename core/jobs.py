@@ -1,0 +1,106 @@
+"""Long work (ingest, training) as jobs: a row in `jobs` with progress, run in a background thread
+of the dashboard or in the foreground of the command line with a terminal progress bar.
+
+Entry points: `start_job(con, kind, params, work)` (background, returns the job id at once) and
+`run_job(con, kind, params, work, progress=...)` (foreground). `work(cursor, progress)` does the
+job with its own cursor and reports through `progress(done, total, message)`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+
+from core import catalog
+
+Work = Callable[..., object]
+REPORT_EVERY_S = 0.25  # progress rows are written at most this often
+
+_cancel_requests: set[int] = set()
+_threads: dict[int, threading.Thread] = {}
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's progress callback when someone asked it to stop."""
+
+
+def _progress_writer(con, job_id: int, echo: Callable | None):
+    last = [0.0]
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if job_id in _cancel_requests:
+            raise JobCancelled(f"job {job_id} was cancelled")
+        if echo:
+            echo(done, total, message)
+        now = time.monotonic()
+        if now - last[0] >= REPORT_EVERY_S or done == total:
+            last[0] = now
+            catalog.update_job(con, job_id, done=done, total=total, message=message)
+
+    return progress
+
+
+def _as_result(value) -> dict:
+    if is_dataclass(value):
+        return asdict(value)
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _execute(con, job_id: int, work: Work, echo: Callable | None):
+    try:
+        value = work(con, _progress_writer(con, job_id, echo))
+    except JobCancelled as err:
+        catalog.finish_job(con, job_id, status="cancelled", error=str(err))
+        raise
+    except Exception as err:
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        catalog.finish_job(con, job_id, status="failed", error=detail)
+        raise
+    finally:
+        _cancel_requests.discard(job_id)
+    catalog.finish_job(con, job_id, status="done", result=_as_result(value))
+    return value
+
+
+def run_job(con, kind: str, params: dict, work: Work, *, progress: Callable | None = None):
+    """Run `work` now, recorded as a job; returns what `work` returns (errors propagate)."""
+    job_id = catalog.create_job(con, kind, params)
+    return _execute(con, job_id, lambda c, p: work(c, p, job_id), progress)
+
+
+def start_job(con, kind: str, params: dict, work: Work) -> int:
+    """Start `work` in a background thread with its own cursor; returns the job id at once.
+    Failures are recorded in the job row (status 'failed', error) for the page to show."""
+    job_id = catalog.create_job(con, kind, params)
+    cursor = con.cursor()
+
+    def target() -> None:
+        try:
+            _execute(cursor, job_id, lambda c, p: work(c, p, job_id), None)
+        except Exception:  # noqa: BLE001 — already recorded in the jobs table
+            pass
+        finally:
+            cursor.close()
+
+    thread = threading.Thread(target=target, name=f"sieve-job-{job_id}", daemon=True)
+    _threads[job_id] = thread
+    thread.start()
+    return job_id
+
+
+def cancel_job(job_id: int) -> None:
+    """Ask a running job to stop at its next progress report."""
+    _cancel_requests.add(job_id)
+
+
+def is_running(job_id: int) -> bool:
+    thread = _threads.get(job_id)
+    return thread is not None and thread.is_alive()
+
+
+def wait(job_id: int, timeout: float | None = None) -> None:
+    thread = _threads.get(job_id)
+    if thread is not None:
+        thread.join(timeout)
