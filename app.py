@@ -1,0 +1,13 @@
+"""Sieve dashboard: the frame and the router. Run with `make run` (or `streamlit run app.py`)."""
+import streamlit as st
+
+import ui
+
+st.set_page_config(page_title="Sieve", page_icon=":material/filter_alt:", layout="wide")
+
+pages = st.navigation([
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/balance.py", title="Class balance", icon=":material/balance:"),
+])
+ui.sidebar_ui(ui.get_cursor())
+pages.run()

