@@ -252,7 +252,8 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
         raise CatalogError(f"{path} is not a usable catalog file: {err}") from err
     if not read_only:
         _ensure_schema(con)
-        _leave_holder_note(path, program)
+        if str(path) != ":memory:":
+            _leave_holder_note(path, program)
     return con
 
 
