@@ -9,11 +9,19 @@ dataset = ui.current_dataset(con)
 st.title("Overview")
 
 
-@st.fragment(run_every=1.0)
+def _running() -> bool:
+    return any(jobs.is_running(j) for j in st.session_state.get("my_jobs", []))
+
+
+@st.fragment(run_every=1.0 if _running() else None)
 def jobs_panel() -> None:
-    running = st.session_state.get("my_jobs", [])
-    if running:
-        ui.job_progress_ui(ui.get_cursor(), running[-3:])
+    mine = st.session_state.get("my_jobs", [])
+    if mine:
+        ui.job_progress_ui(ui.get_cursor(), mine[-3:])
+    if st.session_state.get("jobs_were_running") and not _running():
+        st.session_state["jobs_were_running"] = False
+        st.rerun(scope="app")  # a job just finished: refresh the counts below
+    st.session_state["jobs_were_running"] = _running()
 
 
 def ingest_form_ui() -> dict | None:

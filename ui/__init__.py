@@ -2,6 +2,9 @@
 thumbnail grid and the job progress panel. Pages import from here; core never does."""
 from __future__ import annotations
 
+import base64
+import html
+import io
 import os
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from PIL import Image, ImageOps
 from core import catalog, jobs
 from core.config import default_catalog_path
 
-THUMB_PX = 112  # thumbnails are drawn this many pixels wide
+THUMB_PX = 128  # thumbnails are drawn at most this many pixels wide, never rescaled by the browser
 
 
 @st.cache_resource(show_spinner=False)
@@ -92,34 +95,51 @@ def current_dataset(con) -> catalog.Dataset | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _thumbnail(root: str, path: str, raw: bytes | None, size: int) -> Image.Image | None:
+def _thumbnail_png(root: str, path: str, raw: bytes | None, size: int) -> str | None:
+    """Base64 PNG of the image fitted into size x size (small images keep their pixels and are
+    enlarged by the browser without smoothing), or None when the file cannot be read."""
     full = os.path.join(os.fsencode(root), raw) if raw else os.path.join(root, path)
     try:
         with Image.open(full) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
     except Exception:  # noqa: BLE001 — an unreadable file gets no thumbnail
         return None
-    if max(image.size) <= size // 2:  # small images (CIFAR): enlarge without blur
-        factor = size // max(image.size)
-        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return image
+    if max(image.size) > size:
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
-def image_grid_ui(root: str, frame, *, columns: int = 8, size: int = THUMB_PX) -> None:
-    """Draw `frame` (columns path, class, status; optional path_bytes) as a thumbnail grid."""
-    cells = st.columns(columns)
-    for k, row in enumerate(frame.to_dict("records")):
-        with cells[k % columns]:
-            raw = row.get("path_bytes")
-            thumb = _thumbnail(root, row["path"], bytes(raw) if isinstance(raw, bytes | bytearray)
-                               else None, size)
-            label = row.get("class") if isinstance(row.get("class"), str) else "unlabelled"
-            caption = f"{Path(row['path']).name} · {label}"
-            if thumb is None:
-                st.warning(f"{Path(row['path']).name}: unreadable", icon=":material/broken_image:")
-            else:
-                st.image(thumb, caption=caption, width=size)
+def _cell(root: str, row: dict, size: int) -> str:
+    raw = row.get("path_bytes")
+    png = _thumbnail_png(root, row["path"], bytes(raw) if isinstance(raw, bytes | bytearray)
+                         else None, size)
+    name = html.escape(Path(row["path"]).name)
+    label = html.escape(row["class"]) if isinstance(row.get("class"), str) else "unlabelled"
+    if png is None:
+        body = f'<div class="sieve-missing" style="width:{size}px;height:{size}px">unreadable</div>'
+    else:
+        body = (f'<img src="data:image/png;base64,{png}" alt="{name}" '
+                f'style="width:{size}px;height:{size}px">')
+    return f'<figure>{body}<figcaption>{name}<br>{label}</figcaption></figure>'
+
+
+GRID_CSS = """<style>
+.sieve-grid {display:flex; flex-wrap:wrap; gap:12px;}
+.sieve-grid figure {margin:0; text-align:center; font-size:0.75rem; color:#555;}
+.sieve-grid img {image-rendering:pixelated; object-fit:contain; background:#f0f0f0;
+                 border-radius:4px;}
+.sieve-missing {display:flex; align-items:center; justify-content:center; background:#fde8e8;
+                color:#a00; border-radius:4px;}
+</style>"""
+
+
+def image_grid_ui(root: str, frame, *, size: int = THUMB_PX) -> None:
+    """Draw `frame` (columns path, class; optional path_bytes) as a wrapping thumbnail grid;
+    small images (CIFAR's 32x32) are enlarged without blur."""
+    cells = "".join(_cell(root, row, size) for row in frame.to_dict("records"))
+    st.html(GRID_CSS + f'<div class="sieve-grid">{cells}</div>')
 
 
 def job_progress_ui(con, job_ids: list[int]) -> None:
