@@ -96,6 +96,39 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _pick_dataset(con, name: str | None) -> catalog.Dataset:
+    if name:
+        return catalog.find_dataset(con, name)
+    names = catalog.list_dataset_names(con)
+    if not names:
+        raise catalog.CatalogError("the catalog has no dataset yet")
+    return catalog.find_dataset(con, names[0])
+
+
+def cmd_agreement(args) -> int:
+    from core import quality
+
+    con = catalog.open_catalog(args.db, read_only=not args.save_consensus,
+                               program="python -m core agreement")
+    dataset = _pick_dataset(con, args.dataset)
+    kinds = ("human", "import") if args.include_given else ("human",)
+    try:
+        result = quality.dataset_quality(con, dataset, kinds=kinds, n_resamples=args.resamples,
+                                         seed=args.seed)
+    except ValueError as err:
+        raise catalog.CatalogError(str(err)) from err
+    saved = quality.save_consensus(con, dataset, result) if args.save_consensus else None
+    report = {"dataset": dataset.name, **quality.quality_json(result), "consensus_saved": saved}
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+        return 0
+    print(quality.format_quality(dataset.name, result))
+    if saved is not None:
+        print(f"consensus saved for {saved:,} images: resolved labels use it where no review "
+              "or given label exists")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "build the demo catalog (CIFAR-10 and BCCD, or offline MNIST)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+
+    p = add("agreement", cmd_agreement,
+            "annotator agreement with confidence intervals, consensus and annotator quality")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--include-given", action="store_true",
+                   help="count the dataset's given (imported) labels as one more annotator")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (images)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--save-consensus", action="store_true",
+                   help="store the Dawid-Skene consensus for resolved labels")
 
     p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
     p.add_argument("--dataset", help="one dataset (default: all)")

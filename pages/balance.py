@@ -18,7 +18,7 @@ if dataset is None:
 
 resolved = ui.cached(catalog.resolved_counts, con, dataset.dataset_id)
 detail = ui.cached(catalog.label_counts, con, dataset.dataset_id)
-classes = catalog.class_table(con, dataset.dataset_id)["name"].tolist()
+classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
 kinds = resolved["kind"].unique().tolist()
 kind = st.radio("Count", kinds, horizontal=True, key="balance_kind",
                 format_func={"class": "image labels", "box": "boxes", "polygon": "polygons"}.get) \
@@ -34,16 +34,16 @@ m3.metric("Effective number of classes", f"{shape.effective_classes:.2f}",
           help="exp(entropy of the class shares): equals the class count when balanced")
 
 st.subheader("Resolved labels per class and split")
-st.plotly_chart(px.bar(counts, x="class", y="count", color="split", barmode="group",
-                       category_orders={"class": classes}), key="chart_split")
+ui.plotly_chart_ui(px.bar, counts, x="class", y="count", color="split", barmode="group",
+                   category_orders={"class": classes}, key="chart_split")
 
 st.subheader("Per annotator or source")
 group = st.selectbox("Group by", ["annotator_kind", "source", "annotator"], key="balance_group")
 subset = detail[detail["kind"] == kind]
 top = subset.groupby(group)["labels"].sum().nlargest(12).index
 grouped = (subset[subset[group].isin(top)].groupby(["class", group], as_index=False)["labels"].sum())
-st.plotly_chart(px.bar(grouped, x="class", y="labels", color=group, barmode="group",
-                       category_orders={"class": classes}), key="chart_group")
+ui.plotly_chart_ui(px.bar, grouped, x="class", y="labels", color=group, barmode="group",
+                   category_orders={"class": classes}, key="chart_group")
 if subset[group].nunique() > 12:
     st.caption(f"The 12 largest of {subset[group].nunique():,} groups; the table has them all.")
 st.dataframe(subset.pivot_table(index=[group, "split"], columns="class", values="labels",
@@ -56,27 +56,31 @@ if set(kinds) & {"box", "polygon"}:
                                cy=(geometry["y"] + geometry["h"] / 2) / geometry["image_height"])
     st.subheader("Boxes")
     b1, b2 = st.columns(2)
-    b1.plotly_chart(px.histogram(geometry, x="w", color="class", nbins=50, title="Width (px)"),
-                    key="box_w")
-    b2.plotly_chart(px.histogram(geometry, x="h", color="class", nbins=50, title="Height (px)"),
-                    key="box_h")
+    with b1:
+        ui.plotly_chart_ui(px.histogram, geometry, x="w", color="class", nbins=50,
+                           title="Width (px)", key="box_w")
+    with b2:
+        ui.plotly_chart_ui(px.histogram, geometry, x="h", color="class", nbins=50,
+                           title="Height (px)", key="box_h")
     b3, b4 = st.columns(2)
-    b3.plotly_chart(px.histogram(geometry, x="aspect", color="class", nbins=50,
-                                 title="Aspect (width / height)"), key="box_aspect")
-    per_image = ui.cached(catalog.objects_per_image, con, dataset.dataset_id)
-    b4.plotly_chart(px.bar(per_image, x="objects", y="images", title="Objects per image"),
-                    key="box_per_image")
+    with b3:
+        ui.plotly_chart_ui(px.histogram, geometry, x="aspect", color="class", nbins=50,
+                           title="Aspect (width / height)", key="box_aspect")
+    with b4:
+        ui.plotly_chart_ui(px.bar, ui.cached(catalog.objects_per_image, con, dataset.dataset_id),
+                           x="objects", y="images", title="Objects per image",
+                           key="box_per_image")
     heat = np.histogram2d(geometry["cy"].clip(0, 1), geometry["cx"].clip(0, 1), bins=20,
                           range=[[0, 1], [0, 1]])[0]
-    st.plotly_chart(px.imshow(heat, x=np.linspace(0, 1, 20), y=np.linspace(0, 1, 20),
-                              labels={"x": "centre x / width", "y": "centre y / height",
-                                      "color": "boxes"},
-                              title="Where box centres fall in the image"), key="box_heat")
+    ui.plotly_chart_ui(px.imshow, heat, x=np.linspace(0, 1, 20), y=np.linspace(0, 1, 20),
+                       labels={"x": "centre x / width", "y": "centre y / height",
+                               "color": "boxes"},
+                       title="Where box centres fall in the image", key="box_heat")
 
 st.subheader("Image sizes")
 sizes = ui.cached(catalog.image_size_counts, con, dataset.dataset_id)
 sizes = sizes.assign(size=sizes["width"].astype(str) + "x" + sizes["height"].astype(str))
-st.plotly_chart(px.bar(sizes.head(30), x="size", y="images"), key="sizes")
+ui.plotly_chart_ui(px.bar, sizes.head(30), x="size", y="images", key="sizes")
 
 st.subheader("Rebalance")
 target_kind = st.radio("Target", ["uniform", "custom shares"], horizontal=True, key="target_kind")

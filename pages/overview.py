@@ -81,8 +81,8 @@ with st.expander(f"Unreadable files ({facts['unreadable']:,}) and annotation pro
     st.dataframe(problems, hide_index=True)
 
 st.subheader("Images")
-splits = ["all"] + catalog.split_names(con, dataset.dataset_id)
-classes = catalog.class_table(con, dataset.dataset_id)
+splits = ["all"] + ui.cached(catalog.split_names, con, dataset.dataset_id)
+classes = ui.cached(catalog.class_table, con, dataset.dataset_id)
 f1, f2, f3 = st.columns([1, 1, 1])
 split = f1.selectbox("Split", splits, key="grid_split")
 class_name = f2.selectbox("Class (resolved)", ["all"] + classes["name"].tolist(), key="grid_class")
@@ -92,7 +92,7 @@ total = ui.cached(catalog.count_images, con, dataset.dataset_id, **filters)
 per_page = 48
 pages = max(1, -(-total // per_page))
 page = f3.number_input(f"Page (of {pages:,})", 1, pages, 1, key="grid_page")
-grid = catalog.image_page(con, dataset.dataset_id, offset=(page - 1) * per_page, limit=per_page,
-                          **filters)
+grid = ui.cached(catalog.image_page, con, dataset.dataset_id, offset=(page - 1) * per_page,
+                 limit=per_page, **filters)
 st.caption(f"{total:,} images; showing {len(grid)} from #{(page - 1) * per_page + 1:,}")
 ui.image_grid_ui(dataset.root, grid)
