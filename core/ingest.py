@@ -29,8 +29,10 @@ WRITE_BATCH = 4096  # image rows per catalog transaction
 
 @dataclass(frozen=True)
 class IngestSummary:
-    """What one ingest did. `problems` counts problem rows by action ('skipped', 'flagged', ...);
-    `examples` holds up to 20 of them (file, location, reason, action)."""
+    """What one ingest did. `unreadable` counts the files of the source that cannot be read
+    (new, changed or already known as such); `problems` counts those files ('skipped') and the
+    label problems by action ('skipped', 'flagged', ...); `examples` holds up to 20 of them
+    (file, location, reason, action)."""
     dataset: str
     format: str
     files: int
@@ -45,7 +47,8 @@ class IngestSummary:
 
     @property
     def ingested_anything(self) -> bool:
-        return self.files > self.unreadable or self.labels_added + self.labels_unchanged > 0
+        """At least one readable image (labels on unreadable files alone do not count)."""
+        return self.files > self.unreadable
 
 
 def stored_path(path: str) -> tuple[str, bytes | None]:
@@ -98,7 +101,10 @@ class _ImageWriter:
 
     def __init__(self, con, dataset_id: int, known: pd.DataFrame, *, split, job_id):
         self.con, self.dataset_id, self.split, self.job_id = con, dataset_id, split, job_id
-        self.known = dict(zip(known["path"], zip(known["image_id"], known["sha256"])))
+        sha = [None if pd.isna(s) else s for s in known["sha256"]]
+        self.known = dict(zip(known["path"], zip(known["image_id"], sha)))
+        unreadable = catalog.unreadable_images(con, dataset_id, limit=len(known))
+        self.known_errors = dict(zip(unreadable["path"], unreadable["error"]))
         self.pending: list[tuple[ProbeResult, str]] = []
         self.counts = Counter()
         self.failed: list[tuple[str, str]] = []  # (path, reason) of files that could not be read
@@ -108,11 +114,22 @@ class _ImageWriter:
         if len(self.pending) >= WRITE_BATCH:
             self.flush()
 
+    def _is_unchanged(self, result: ProbeResult, path: str) -> bool:
+        """Same bytes as recorded, or still impossible to open (no bytes, then or now)."""
+        return result.unchanged or (result.sha256 is None and self.known[path][1] is None)
+
     def flush(self) -> None:
-        new = [(r, p) for r, p in self.pending if stored_path(p)[0] not in self.known]
-        changed = [(r, p) for r, p in self.pending
-                   if stored_path(p)[0] in self.known and not r.unchanged]
-        self.counts["unchanged"] += len(self.pending) - len(new) - len(changed)
+        new, changed = [], []
+        for result, rel in self.pending:
+            path = stored_path(rel)[0]
+            if path not in self.known:
+                new.append((result, rel))
+            elif not self._is_unchanged(result, path):
+                changed.append((result, rel))
+            else:
+                self.counts["unchanged"] += 1
+                if path in self.known_errors:  # known as unreadable, and still is
+                    self.failed.append((rel, result.error or self.known_errors[path]))
         self.failed.extend((p, r.error) for r, p in new + changed if r.error)
         self.pending = []
         self.con.begin()
@@ -173,7 +190,7 @@ def ingest_images(con, source: Path, paths: list[str], dataset_id: int, *, split
 
 def _prefix_in_root(source: Path, ds: catalog.Dataset) -> str:
     """Where `source` sits below the dataset's root ('' when it is the root)."""
-    rel = os.path.relpath(os.path.abspath(source), ds.root)
+    rel = os.path.relpath(Path(source).resolve(), Path(ds.root).resolve())
     if rel == ".":
         return ""
     if rel.startswith(".."):
@@ -229,12 +246,11 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
     added, unchanged, label_problems = import_labels(
         con, ds.dataset_id, annotations.labels, annotator=annotator or f"{ds.name}/given",
         vocabulary=classes or annotations.classes, fixed=classes is not None, job_id=job_id)
-    problems = annotations.problems + label_problems
+    problems = annotations.problems + label_problems  # unreadable files are in images.error
     catalog.add_problems(con, pd.DataFrame(problems, columns=["file", "location", "reason", "action"])
                          .assign(dataset_id=ds.dataset_id, job_id=job_id))
-    examples = [problem(stored_path(p)[0], e) for p, e in writer.failed]
+    problems = [problem(stored_path(p)[0], e) for p, e in writer.failed] + problems
     counts = writer.counts
     return IngestSummary(ds.name, fmt, len(paths), counts["added"], counts["unchanged"],
                          counts["changed"], len(writer.failed), added, unchanged,
-                         dict(Counter(p["action"] for p in problems)),
-                         (examples + problems)[:20])
+                         dict(Counter(p["action"] for p in problems)), problems[:20])

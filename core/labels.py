@@ -38,6 +38,9 @@ def _fit_polygon(points, width, height) -> tuple[list | None, str | None, str | 
                      "(at least 3 needed)", "skipped"
     if width is None or pd.isna(width):
         return points, None, None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= width or min(ys) >= height:
+        return None, f"polygon lies outside the {width}x{height} image", "skipped"
     clipped = [[min(max(px, 0.0), float(width)), min(max(py, 0.0), float(height))]
                for px, py in points]
     if clipped != points:
@@ -52,37 +55,43 @@ def _check_geometry(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     return pd.concat([frame[whole].assign(flag=None), shapes], ignore_index=True), problems
 
 
+UNPLACEABLE = ("the image could not be read, so coordinates given as fractions of its size "
+               "cannot be placed")
+
+
+def _fit_shape(row) -> tuple[tuple | None, list | None, str | None, str | None]:
+    """(box, points, flag, action) of one box or polygon row, in pixels; box None: not kept."""
+    width, height = row.width, row.height
+    box = (row.x, row.y, row.w, row.h)
+    points = row.points if isinstance(row.points, list) else None  # NaN for boxes in mixed files
+    if row.normalized:
+        if width is None or pd.isna(width):
+            return None, None, UNPLACEABLE, "skipped"
+        box = (row.x * width, row.y * height, row.w * width, row.h * height)
+        points = [[px * width, py * height] for px, py in points] if points else points
+    if row.kind == "polygon":
+        points, flag, action = _fit_polygon(points, width, height)
+        if points is None:
+            return None, None, flag, action
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        return (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)), points, flag, action
+    box, flag, action = _fit_box(*box, width, height)
+    return box, points, flag, action
+
+
 def _check_shapes(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    keep, flags, problems = [], [], []
+    keep, kept, problems = [], [], []
     for row in frame.itertuples(index=False):
-        width, height = row.width, row.height
-        flag = action = None
-        box = (row.x, row.y, row.w, row.h)
-        points = row.points
-        if row.normalized and width and not pd.isna(width):
-            box = (row.x * width, row.y * height, row.w * width, row.h * height)
-            points = [[px * width, py * height] for px, py in points] if points else points
-        if row.kind == "polygon":
-            points, flag, action = _fit_polygon(points, width, height)
-            if points is not None:
-                xs, ys = [p[0] for p in points], [p[1] for p in points]
-                box = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
-        elif row.kind == "box":
-            box, flag, action = _fit_box(*box, width, height)
+        box, points, flag, action = _fit_shape(row)
         if action:
             problems.append(problem(row.label_file, flag, location=row.location, action=action))
-        kept = box is not None and (row.kind != "polygon" or points is not None)
-        keep.append(kept)
-        flags.append((box, points, flag) if kept else None)
+        keep.append(box is not None)
+        if box is not None:
+            kept.append((box, points, flag))
     frame = frame[keep].copy()
-    kept_flags = [f for f in flags if f is not None]
-    if kept_flags:
-        boxes = np.array([f[0] if f[0] is not None else (np.nan,) * 4 for f in kept_flags], float)
-        frame[["x", "y", "w", "h"]] = boxes
-        frame["points"] = [json.dumps(f[1]) if f[1] is not None else None for f in kept_flags]
-        frame["flag"] = [f[2] for f in kept_flags]
-    else:
-        frame["flag"] = None
+    frame[["x", "y", "w", "h"]] = np.array([k[0] for k in kept], float).reshape(-1, 4)
+    frame["points"] = [json.dumps(k[1]) if k[1] is not None else None for k in kept]
+    frame["flag"] = [k[2] for k in kept]
     return frame, problems
 
 

@@ -2,12 +2,13 @@
 `segmentation` [[x1, y1, x2, y2, ...], ...].
 
 Entry point: `read(source, labels)` with `labels` the JSON file; image `file_name`s are relative
-to `source`. An object with a polygon is stored as a polygon (its bbox kept as the box); each
-extra part of a multi-part polygon becomes its own polygon; RLE masks keep only their box.
+to `source`. An object with a polygon is stored as a polygon bounded by its points; each part
+of a multi-part polygon becomes its own polygon; RLE masks keep only their box.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from core.formats import Annotations, FormatError, labels_frame, problem, resolve_inside
@@ -23,18 +24,37 @@ def _load(labels: Path) -> dict:
     missing = [key for key in ("images", "annotations", "categories") if key not in data]
     if missing:
         raise FormatError(f"{labels}: missing key(s) {', '.join(missing)}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise FormatError(f"{labels}: {key!r} is not a list")
     return data
+
+
+def _finite(values) -> list[float]:
+    numbers = [float(v) for v in values]
+    for number in numbers:
+        if not math.isfinite(number):
+            raise ValueError(f"not a finite number: {number}")
+    return numbers
+
+
+def _id_order(key):
+    """Sort key for COCO ids: numbers in numeric order, then anything else as text."""
+    is_number = isinstance(key, int | float) and not isinstance(key, bool)
+    return (0, key, "") if is_number else (1, 0, str(key))
 
 
 def _index(labels: Path, data: dict, source: Path, problems: list) -> tuple[dict, dict]:
     categories, images = {}, {}
     for k, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat \
+                or not isinstance(cat["id"], int | float | str):
             problems.append(problem(labels, "category without id or name", location=f"categories[{k}]"))
             continue
         categories[cat["id"]] = str(cat["name"])
     for k, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image \
+                or not isinstance(image["id"], int | float | str):
             problems.append(problem(labels, "image without id or file_name", location=f"images[{k}]"))
             continue
         path = resolve_inside(source, str(image["file_name"]))
@@ -50,7 +70,8 @@ def _polygons(segmentation) -> list[list[list[float]]]:
     if not isinstance(segmentation, list):
         return []
     rings = [seg for seg in segmentation if isinstance(seg, list) and len(seg) >= 2]
-    return [[[float(seg[i]), float(seg[i + 1])] for i in range(0, len(seg) - 1, 2)] for seg in rings]
+    rings = [_finite(seg[:len(seg) - len(seg) % 2]) for seg in rings]
+    return [[[seg[i], seg[i + 1]] for i in range(0, len(seg), 2)] for seg in rings]
 
 
 def _ring_box(ring: list[list[float]]) -> tuple[float, float, float, float]:
@@ -65,15 +86,14 @@ def _rows_of(ann: dict, path: str, name: str, labels: Path, where: str, problems
     if not rings:
         if not (isinstance(bbox, list) and len(bbox) == 4):
             raise ValueError("no bbox [x, y, w, h] and no polygon")
+        x, y, w, h = _finite(bbox)
         if isinstance(ann.get("segmentation"), dict):
             problems.append(problem(labels, "RLE mask not supported: its box is kept",
                                     location=where, action="noted"))
-        x, y, w, h = (float(v) for v in bbox)
         return [{**base, "kind": "box", "x": x, "y": y, "w": w, "h": h}]
     rows = []
-    for k, ring in enumerate(rings):
-        x, y, w, h = (float(v) for v in bbox) if k == 0 and isinstance(bbox, list) \
-            and len(bbox) == 4 else _ring_box(ring)
+    for ring in rings:  # each part of a multi-part polygon is bounded by its own box
+        x, y, w, h = _ring_box(ring)
         rows.append({**base, "kind": "polygon", "x": x, "y": y, "w": w, "h": h, "points": ring})
     return rows
 
@@ -98,5 +118,5 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
                                  labels, where, problems))
         except (ValueError, TypeError) as err:
             problems.append(problem(labels, str(err), location=where))
-    classes = [categories[c] for c in sorted(categories, key=str)]
+    classes = [categories[c] for c in sorted(categories, key=_id_order)]
     return Annotations(labels_frame(rows), classes=classes, images=None, problems=problems)

@@ -37,6 +37,8 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     rows, splits, problems = [], {}, []
     for number, values in enumerate(table, start=2):
         where = f"line {number}"
+        if not values:  # a blank line
+            continue
         if len(values) != len(header):
             problems.append(problem(labels, f"{len(values)} fields, expected {len(header)}",
                                     location=where))

@@ -5,6 +5,7 @@ Boxes are stored as x = xmin, y = ymin, w = xmax - xmin, h = ymax - ymin (pixels
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,9 +17,12 @@ def _number(element, tag: str) -> float:
     if node is None or node.text is None:
         raise ValueError(f"missing <{tag}>")
     try:
-        return float(node.text.strip())
+        number = float(node.text.strip())
     except ValueError as err:
         raise ValueError(f"<{tag}> is not a number: {node.text.strip()!r}") from err
+    if not math.isfinite(number):
+        raise ValueError(f"<{tag}> is not a finite number: {node.text.strip()!r}")
+    return number
 
 
 def _image_path(source: Path, xml_file: Path, root, images: set[str]) -> str | None:

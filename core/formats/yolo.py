@@ -6,6 +6,7 @@ Entry point: `read(source, labels)`.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -19,19 +20,35 @@ def read_class_names(source: Path) -> list[str]:
     """Class names in id order from data.yaml (`names`: list or {id: name}) or classes.txt."""
     data_yaml, classes_txt = source / "data.yaml", source / "classes.txt"
     if data_yaml.exists():
-        try:
-            names = (yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}).get("names")
-        except (yaml.YAMLError, AttributeError, UnicodeDecodeError) as err:
-            raise FormatError(f"{data_yaml}: malformed YAML: {err}") from err
-        if isinstance(names, dict):
-            return [str(names[k]) for k in sorted(names)]
-        if isinstance(names, list):
-            return [str(n) for n in names]
-        raise FormatError(f"{data_yaml}: no `names` list")
+        return _names_from_yaml(data_yaml)
     if classes_txt.exists():
-        return [line.strip() for line in classes_txt.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        return [line.strip() for line in _text_of(classes_txt).splitlines() if line.strip()]
     raise FormatError(f"{source}: no data.yaml or classes.txt with the class names")
+
+
+def _text_of(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise FormatError(f"{path}: not UTF-8 text: {err}") from err
+    except OSError as err:
+        raise FormatError(f"{path}: cannot read: {err}") from err
+
+
+def _names_from_yaml(data_yaml: Path) -> list[str]:
+    try:
+        names = (yaml.safe_load(_text_of(data_yaml)) or {}).get("names")
+    except (yaml.YAMLError, AttributeError) as err:
+        raise FormatError(f"{data_yaml}: malformed YAML: {err}") from err
+    if isinstance(names, dict):
+        try:
+            return [str(names[k]) for k in sorted(names)]
+        except TypeError as err:
+            raise FormatError(f"{data_yaml}: class ids are not comparable: "
+                              f"{', '.join(map(repr, names))}") from err
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise FormatError(f"{data_yaml}: no `names` list")
 
 
 def _parse_line(line: str, names: list[str]) -> dict:
@@ -40,6 +57,9 @@ def _parse_line(line: str, names: list[str]) -> dict:
         class_id, values = int(fields[0]), [float(v) for v in fields[1:]]
     except ValueError as err:
         raise ValueError(f"not numbers: {line.strip()!r}") from err
+    for text, value in zip(fields[1:], values):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {text!r}")
     if not 0 <= class_id < len(names):
         raise ValueError(f"unknown class id {class_id} (classes 0..{len(names) - 1})")
     if len(values) == 4:

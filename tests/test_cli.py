@@ -1,0 +1,153 @@
+"""The command line (python -m core): what it prints, its exit status (1: nothing could be
+ingested, 2: unusable input, 3: the catalog is held by another writer), and the integration
+runs on the real datasets."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import catalog
+from core.__main__ import main
+from tests.fixtures import BROKEN, write_broken_images, write_good_images
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def sieve_home(tmp_path, monkeypatch):
+    """Keep the default catalog path (computed by the parser) out of the repository."""
+    monkeypatch.setenv("SIEVE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def run_cli(*args, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SIEVE_HOME": str(Path(args[-1]).parent / "home")}
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- exit status and summary
+
+
+def test_main_ingest_only_broken_files_exits_1(tmp_path, capsys):
+    write_broken_images(tmp_path / "src")
+    db = tmp_path / "catalog.duckdb"
+    args = ["ingest", str(tmp_path / "src"), "--db", str(db), "--format", "imagefolder",
+            "--dataset", "d"]
+    assert main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        "dataset d (imagefolder): 5 files, 5 added, 0 unchanged, 0 changed, 5 unreadable; "
+        "labels: 0 added, 0 already present", "", "Skipped or flagged (5 skipped):"]
+    listed = {line.split()[1].rstrip(":"): line for line in out[3:]}
+    assert sorted(listed) == sorted(BROKEN)
+    for name, reason in BROKEN.items():
+        assert listed[name].startswith(f"   skipped  {name}: {reason}")
+    # a second run finds the same files still unreadable: still nothing ingested
+    assert main(args) == 1
+    assert "0 added, 5 unchanged, 0 changed, 5 unreadable" in capsys.readouterr().out
+
+
+def test_main_ingest_mixed_exits_0(tmp_path, capsys):
+    write_broken_images(tmp_path / "src")
+    write_good_images(tmp_path / "src")
+    db = tmp_path / "catalog.duckdb"
+    code = main(["ingest", str(tmp_path / "src"), "--db", str(db), "--format", "imagefolder",
+                 "--dataset", "d", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {k: summary[k] for k in ("files", "added", "unreadable", "problems")} == {
+        "files": 12, "added": 12, "unreadable": 5, "problems": {"skipped": 5}}
+
+
+def test_main_ingest_source_missing_exits_2(tmp_path, capsys):
+    code = main(["ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "c.duckdb"),
+                 "--format", "imagefolder"])
+    assert code == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar's lines
+    assert last == f"error: source {tmp_path / 'missing'} is not a folder"
+
+
+def test_main_stats_without_catalog_exits_2(tmp_path, capsys):
+    assert main(["stats", "--db", str(tmp_path / "none.duckdb")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: no catalog at {tmp_path / 'none.duckdb'}")
+
+
+# ---------------------------------------------------------------- one writer
+
+HOLDER = """
+import sys, time
+from core import catalog
+con = catalog.open_catalog(sys.argv[1], program="holder-test --sleep")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_cli_ingest_catalog_held_exits_3(tmp_path):
+    write_good_images(tmp_path / "src")
+    db = tmp_path / "catalog.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        done = run_cli("ingest", tmp_path / "src", "--db", db)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"error: the catalog {db} is open for writing by "
+                                  f"holder-test --sleep (PID {holder.pid}) since ")
+    assert "Only one process can write to it" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- integration on real data
+
+
+def test_cli_ingest_bccd_counts(shared_data, tmp_path):
+    bccd, db = shared_data / "bccd", tmp_path / "catalog.duckdb"
+    done = run_cli("ingest", bccd / "images", "--format", "voc", "--labels", bccd / "annotations",
+                   "--dataset", "bccd", "--json", "--db", db)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    keys = ("files", "added", "unreadable", "labels_added", "problems")
+    assert {k: summary[k] for k in keys} == {
+        "files": 364, "added": 364, "unreadable": 0, "labels_added": 4888,
+        "problems": {"flagged": 2}}
+    stats = json.loads(run_cli("stats", "--json", "--db", db).stdout)["datasets"]["bccd"]
+    assert (stats["images"], stats["unreadable"], stats["labelled"]) == (364, 0, 364)
+    assert stats["classes"] == {
+        "Platelets": {"labels": 0, "boxes": 361, "polygons": 0, "flagged": 0},
+        "RBC": {"labels": 0, "boxes": 4155, "polygons": 0, "flagged": 2},
+        "WBC": {"labels": 0, "boxes": 372, "polygons": 0, "flagged": 0}}
+    con = catalog.open_catalog(db, read_only=True)
+    flagged = con.execute("""SELECT i.path, l.x, l.y, l.w, l.h, l.flag FROM current_labels l
+        JOIN images i USING (image_id) WHERE l.flag IS NOT NULL ORDER BY i.path""").fetchall()
+    con.close()
+    assert flagged == [
+        ("BloodImage_00338.jpg", 504.0, 337.0, 0.0, 0.0, "zero-area box (0 x 0 px)"),
+        ("BloodImage_00343.jpg", 181.0, 329.0, 0.0, 0.0, "zero-area box (0 x 0 px)")]
+
+
+def test_cli_ingest_cifar10_test_counts(shared_data, tmp_path):
+    table = pd.read_csv(shared_data / "cifar10-test" / "labels.csv")
+    labels, db = tmp_path / "labels.csv", tmp_path / "catalog.duckdb"
+    pd.DataFrame({"image": [f"{i:05d}.png" for i in table["index"]],
+                  "label": table["label_name"]}).to_csv(labels, index=False)
+    done = run_cli("ingest", shared_data / "cifar10-test" / "images", "--format", "csv",
+                   "--labels", labels, "--dataset", "cifar10-test", "--json", "--db", db)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["added"], summary["unreadable"], summary["labels_added"]) == (10000, 0, 10000)
+    stats = json.loads(run_cli("stats", "--json", "--db", db).stdout)["datasets"]["cifar10-test"]
+    assert (stats["images"], stats["labelled"]) == (10000, 10000)
+    assert {name: c["labels"] for name, c in stats["classes"].items()} == {
+        name: 1000 for name in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                "horse", "ship", "truck"]}
