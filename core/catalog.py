@@ -208,6 +208,35 @@ CREATE TABLE IF NOT EXISTS consensus (
     computed_at  TIMESTAMP NOT NULL
 );
 
+-- Decisions about whole images (duplicate resolution and the like), append-only: 'exclude' and
+-- 'include' toggle whether an image takes part in training, balance and export; 'move' puts it
+-- in another split. Undo is a new event. `image_state` is what everything else reads.
+CREATE SEQUENCE IF NOT EXISTS seq_image_event START 1;
+CREATE TABLE IF NOT EXISTS image_events (
+    image_event_id BIGINT PRIMARY KEY DEFAULT nextval('seq_image_event'),
+    dataset_id   INTEGER NOT NULL,
+    image_id     BIGINT NOT NULL,
+    action       VARCHAR NOT NULL,          -- 'exclude', 'include', 'move'
+    split        VARCHAR,                   -- the split moved to ('move')
+    reason       VARCHAR,                   -- e.g. 'duplicate of images/00012.png (phash 0)'
+    author       VARCHAR,
+    batch        VARCHAR,                   -- one resolution acting on several images
+    created_at   TIMESTAMP NOT NULL
+);
+CREATE OR REPLACE VIEW image_state AS
+WITH last_move AS (
+    SELECT image_id, arg_max(split, image_event_id) AS split FROM image_events
+    WHERE action = 'move' GROUP BY image_id
+), last_flag AS (
+    SELECT image_id, arg_max(action, image_event_id) = 'exclude' AS excluded,
+           arg_max(reason, image_event_id) AS reason FROM image_events
+    WHERE action IN ('exclude', 'include') GROUP BY image_id
+)
+SELECT i.image_id, i.dataset_id, i.path, coalesce(m.split, i.split) AS split, i.split AS split_at_ingest,
+       coalesce(f.excluded, false) AS excluded, CASE WHEN f.excluded THEN f.reason END AS excluded_reason,
+       i.status
+FROM images i LEFT JOIN last_move m USING (image_id) LEFT JOIN last_flag f USING (image_id);
+
 -- Named lists of images to review, in order, with why each is there.
 CREATE TABLE IF NOT EXISTS queues (
     queue_id     BIGINT PRIMARY KEY DEFAULT nextval('seq_queue'),
@@ -445,7 +474,7 @@ def image_page(con, dataset_id: int, *, offset: int, limit: int, split: str | No
             SELECT i.image_id, i.path, i.split, i.width, i.height, i.status, i.error,
                    i.path_bytes, c.name AS class
             FROM images i
-            JOIN resolved_class r ON r.image_id = i.image_id
+            JOIN resolved_class r USING (dataset_id, image_id)
             LEFT JOIN classes c ON c.dataset_id = i.dataset_id AND c.class_id = r.class_id
             WHERE i.dataset_id = ? AND (? IS NULL OR i.split = ?) AND r.class_id = ?
               AND (? IS NULL OR i.status = ?)
@@ -475,7 +504,8 @@ def count_images(con, dataset_id: int, *, split: str | None = None, class_id: in
         return _one(con.execute("""SELECT count(*) FROM images WHERE dataset_id = ?
             AND (? IS NULL OR split = ?) AND (? IS NULL OR status = ?)""",
             [dataset_id, split, split, status, status]))[0]
-    return _one(con.execute("""SELECT count(*) FROM images i JOIN resolved_class r USING (image_id)
+    return _one(con.execute("""SELECT count(*) FROM images i
+        JOIN resolved_class r USING (dataset_id, image_id)
         WHERE i.dataset_id = ? AND (? IS NULL OR i.split = ?) AND r.class_id = ?
           AND (? IS NULL OR i.status = ?)""",
         [dataset_id, split, split, class_id, status, status]))[0]
@@ -674,14 +704,14 @@ def data_version(con) -> tuple:
 def dataset_overview(con, dataset_id: int) -> dict:
     """Headline counts: images, unreadable, labelled, unlabelled, classes, annotators, events."""
     row = _one(con.execute("""
-        WITH labelled AS (SELECT DISTINCT image_id FROM current_labels WHERE dataset_id = ?)
         SELECT count(*) AS images,
                count(*) FILTER (WHERE i.status <> 'ok') AS unreadable,
-               count(l.image_id) AS labelled,
+               count(*) FILTER (WHERE i.image_id IN (
+                   SELECT image_id FROM current_labels WHERE dataset_id = ?)) AS labelled,
                (SELECT count(*) FROM classes WHERE dataset_id = ?) AS classes,
                (SELECT count(DISTINCT annotator_id) FROM label_events WHERE dataset_id = ?) AS annotators,
                (SELECT count(*) FROM label_events WHERE dataset_id = ?) AS events
-        FROM images i LEFT JOIN labelled l USING (image_id) WHERE i.dataset_id = ?""",
+        FROM images i WHERE i.dataset_id = ?""",
         [dataset_id] * 5))
     keys = ["images", "unreadable", "labelled", "classes", "annotators", "events"]
     result = dict(zip(keys, row))
@@ -702,7 +732,7 @@ def label_counts(con, dataset_id: int) -> pd.DataFrame:
     return con.execute("""
         SELECT c.name AS class, i.split, l.annotator, l.annotator_kind, l.source, l.kind,
                count(*) AS labels, count(l.flag) AS flagged
-        FROM annotator_labels l JOIN images i USING (image_id)
+        FROM annotator_labels l JOIN images i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
         WHERE l.dataset_id = ? GROUP BY ALL ORDER BY class, split, annotator""",
         [dataset_id]).df()
@@ -713,12 +743,12 @@ def resolved_counts(con, dataset_id: int) -> pd.DataFrame:
     one per image) and resolved objects (kind 'box' or 'polygon'), per class x split."""
     return con.execute("""
         SELECT c.name AS class, i.split, 'class' AS kind, count(*) AS count, 0 AS flagged
-        FROM resolved_class r JOIN images i USING (image_id)
+        FROM resolved_class r JOIN images i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = r.dataset_id AND c.class_id = r.class_id
         WHERE r.dataset_id = ? GROUP BY ALL
         UNION ALL
         SELECT c.name, i.split, o.kind, count(*), count(o.flag)
-        FROM resolved_objects o JOIN images i USING (image_id)
+        FROM resolved_objects o JOIN images i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
         WHERE o.dataset_id = ? GROUP BY ALL
         ORDER BY 1, 2, 3""", [dataset_id, dataset_id]).df()
@@ -736,7 +766,7 @@ def object_geometry(con, dataset_id: int, *, limit: int = 200_000) -> pd.DataFra
     return con.execute(f"""
         SELECT c.name AS class, o.x, o.y, o.w, o.h, i.width AS image_width,
                i.height AS image_height
-        FROM resolved_objects o JOIN images i USING (image_id)
+        FROM resolved_objects o JOIN images i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
         WHERE o.dataset_id = ? USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (7)""",
         [dataset_id]).df()
@@ -746,10 +776,11 @@ def objects_per_image(con, dataset_id: int) -> pd.DataFrame:
     """Columns: objects, images — how many readable images hold each number of objects."""
     return con.execute("""
         WITH per AS (SELECT i.image_id, count(o.object_id) AS objects FROM images i
-            LEFT JOIN resolved_objects o USING (image_id)
+            LEFT JOIN (SELECT image_id, object_id FROM resolved_objects WHERE dataset_id = ?) o
+              USING (image_id)
             WHERE i.dataset_id = ? AND i.status = 'ok' GROUP BY i.image_id)
         SELECT objects, count(*) AS images FROM per GROUP BY objects ORDER BY objects""",
-        [dataset_id]).df()
+        [dataset_id, dataset_id]).df()
 
 
 def image_size_counts(con, dataset_id: int) -> pd.DataFrame:
