@@ -8,6 +8,7 @@ st.set_page_config(page_title="Sieve", page_icon=":material/filter_alt:", layout
 pages = st.navigation([
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/balance.py", title="Class balance", icon=":material/balance:"),
+    st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     st.Page("pages/agreement.py", title="Agreement", icon=":material/groups:"),
 ])
 ui.sidebar_ui(ui.get_cursor())

@@ -129,6 +129,20 @@ def cmd_agreement(args) -> int:
     return 0
 
 
+def cmd_duplicates(args) -> int:
+    from core import duplicates
+
+    con = catalog.open_catalog(args.db, read_only=True)
+    dataset = _pick_dataset(con, args.dataset)
+    report = duplicates.find_duplicates(con, dataset, method=args.method,
+                                        max_distance=args.threshold)
+    if args.json:
+        print(json.dumps(duplicates.report_json(report), indent=2, default=str))
+    else:
+        print(duplicates.format_report(dataset.name, report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--save-consensus", action="store_true",
                    help="store the Dawid-Skene consensus for resolved labels")
+
+    p = add("duplicates", cmd_duplicates,
+            "exact and near duplicates, their groups, and leakage between splits")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--method", default="phash", choices=["phash", "dhash"])
+    p.add_argument("--threshold", type=int, help="largest Hamming distance (default: calibrated)")
 
     p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
     p.add_argument("--dataset", help="one dataset (default: all)")

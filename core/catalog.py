@@ -237,6 +237,19 @@ SELECT i.image_id, i.dataset_id, i.path, coalesce(m.split, i.split) AS split, i.
        i.status
 FROM images i LEFT JOIN last_move m USING (image_id) LEFT JOIN last_flag f USING (image_id);
 
+-- People's verdicts on shown near-duplicate pairs (latest per pair wins): the ground truth for
+-- precision and recall per threshold on the Duplicates page.
+CREATE TABLE IF NOT EXISTS pair_marks (
+    dataset_id   INTEGER NOT NULL,
+    image_a      BIGINT NOT NULL,            -- image_a < image_b
+    image_b      BIGINT NOT NULL,
+    verdict      VARCHAR NOT NULL,           -- 'duplicate' or 'not duplicate'
+    method       VARCHAR,
+    distance     INTEGER,
+    author       VARCHAR,
+    created_at   TIMESTAMP NOT NULL
+);
+
 -- Named lists of images to review, in order, with why each is there.
 CREATE TABLE IF NOT EXISTS queues (
     queue_id     BIGINT PRIMARY KEY DEFAULT nextval('seq_queue'),
@@ -532,10 +545,13 @@ def split_names(con, dataset_id: int) -> list[str]:
         [dataset_id]).fetchall()]
 
 
-def hash_table(con, dataset_id: int) -> pd.DataFrame:
-    """Columns: image_id, path, split, sha256, phash, dhash — the readable images."""
-    return con.execute("""SELECT image_id, path, split, sha256, phash, dhash FROM images
-        WHERE dataset_id = ? AND status = 'ok' ORDER BY image_id""", [dataset_id]).df()
+def hash_table(con, dataset_id: int, *, include_excluded: bool = False) -> pd.DataFrame:
+    """Columns: image_id, path, split (after moves), sha256, phash, dhash, excluded — the readable
+    images, without those excluded by a resolution unless asked."""
+    return con.execute("""SELECT i.image_id, i.path, s.split, i.sha256, i.phash, i.dhash, s.excluded
+        FROM images i JOIN image_state s USING (image_id)
+        WHERE i.dataset_id = ? AND i.status = 'ok' AND (? OR NOT s.excluded)
+        ORDER BY i.image_id""", [dataset_id, include_excluded]).df()
 
 
 # ---------------------------------------------------------------- classes and annotators
@@ -698,7 +714,10 @@ def data_version(con) -> tuple:
         (SELECT coalesce(max(event_id), 0) FROM label_events),
         (SELECT coalesce(max(problem_id), 0) FROM ingest_problems),
         (SELECT count(*) FROM classes),
-        (SELECT max(updated_at) FROM jobs)"""))
+        (SELECT max(updated_at) FROM jobs),
+        (SELECT coalesce(max(image_event_id), 0) FROM image_events),
+        (SELECT count(*) FROM pair_marks),
+        (SELECT max(computed_at) FROM consensus)"""))
 
 
 def dataset_overview(con, dataset_id: int) -> dict:
@@ -853,3 +872,74 @@ def queue_items(con, queue_id: int) -> pd.DataFrame:
     """Columns: position, image_id, reason — in review order."""
     return con.execute("""SELECT position, image_id, reason FROM queue_items WHERE queue_id = ?
         ORDER BY position""", [queue_id]).df()
+
+
+# ---------------------------------------------------------------- duplicates
+
+
+def append_image_events(con, dataset_id: int, frame: pd.DataFrame, *, author: str | None,
+                        batch: str) -> int:
+    """Append image events; `frame` columns: image_id, action ('exclude'|'include'|'move'),
+    split (for moves, else NULL), reason."""
+    frame = frame.assign(dataset_id=dataset_id, author=author, batch=batch, created_at=now())
+    con.register("new_image_events", frame)
+    con.execute("""INSERT INTO image_events (dataset_id, image_id, action, split, reason, author,
+        batch, created_at) SELECT dataset_id, image_id, action, split, reason, author, batch,
+        created_at FROM new_image_events""")
+    con.unregister("new_image_events")
+    return len(frame)
+
+
+def image_event_batches(con, dataset_id: int, *, limit: int = 50) -> pd.DataFrame:
+    """Columns: batch, author, created_at, images, actions — resolutions, newest first."""
+    return con.execute("""SELECT batch, any_value(author) AS author, max(created_at) AS created_at,
+            count(DISTINCT image_id) AS images, string_agg(DISTINCT action, ', ') AS actions
+        FROM image_events WHERE dataset_id = ? GROUP BY batch ORDER BY created_at DESC LIMIT ?""",
+        [dataset_id, limit]).df()
+
+
+def image_events_of_batch(con, dataset_id: int, batch: str) -> pd.DataFrame:
+    """Columns: image_id, action, split, previous_split — the events of one resolution, with the
+    split each image had just before it (for undo)."""
+    return con.execute("""
+        SELECT e.image_id, e.action, e.split,
+               coalesce((SELECT arg_max(p.split, p.image_event_id) FROM image_events p
+                         WHERE p.image_id = e.image_id AND p.action = 'move'
+                           AND p.image_event_id < e.image_event_id),
+                        (SELECT split FROM images i WHERE i.image_id = e.image_id)) AS previous_split
+        FROM image_events e WHERE e.dataset_id = ? AND e.batch = ?""", [dataset_id, batch]).df()
+
+
+def image_states(con, dataset_id: int, image_ids: list[int]) -> pd.DataFrame:
+    """Columns of image_state for these images."""
+    return con.execute("SELECT * FROM image_state WHERE dataset_id = ? AND list_contains(?, image_id)",
+                       [dataset_id, image_ids]).df()
+
+
+def add_pair_marks(con, dataset_id: int, frame: pd.DataFrame, *, author: str | None) -> int:
+    """`frame` columns: image_a, image_b, verdict, method, distance (pairs stored with a < b)."""
+    low = frame[["image_a", "image_b"]].min(axis=1)
+    high = frame[["image_a", "image_b"]].max(axis=1)
+    frame = frame.assign(image_a=low, image_b=high, dataset_id=dataset_id, author=author,
+                         created_at=now())
+    con.register("new_marks", frame)
+    con.execute("""INSERT INTO pair_marks SELECT dataset_id, image_a, image_b, verdict, method,
+        distance, author, created_at FROM new_marks""")
+    con.unregister("new_marks")
+    return len(frame)
+
+
+def pair_marks(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: image_a, image_b, verdict — the latest verdict on each marked pair."""
+    return con.execute("""SELECT image_a, image_b, arg_max(verdict, created_at) AS verdict
+        FROM pair_marks WHERE dataset_id = ? GROUP BY image_a, image_b""", [dataset_id]).df()
+
+
+def current_boxes(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: image_id, path, annotator_id, object_id, event_id, class_id, class, x, y, w, h —
+    every current box of every layer."""
+    return con.execute("""SELECT l.image_id, i.path, l.annotator_id, l.object_id, l.event_id,
+            l.class_id, c.name AS class, l.x, l.y, l.w, l.h, l.flag
+        FROM current_labels l JOIN images i USING (image_id)
+        JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
+        WHERE l.dataset_id = ? AND l.kind = 'box'""", [dataset_id]).df()

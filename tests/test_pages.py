@@ -103,3 +103,24 @@ def test_overview_ingest_runs_as_a_job(tmp_path):
     metrics = _metrics(at)
     assert metrics["Images"] == "7" and metrics["Unreadable"] == "1" and metrics["Classes"] == "2"
     assert any("Job" in s.value and "added: 7" in s.value for s in at.success)
+
+
+def test_duplicates_page_counts_cifar_pairs(demo_catalog):
+    db, kind = demo_catalog
+    if kind != "shared":
+        pytest.skip("the CIFAR-10 figures need the shared datasets")
+    metrics = _metrics(_app(db, "pages/duplicates.py", dataset="cifar10"))
+    # phash within 4 on the 60,000 images: `python -m core duplicates --dataset cifar10`
+    assert metrics["Near-duplicate pairs"] == "401" and metrics["Groups"] == "312"
+    assert metrics["Images leaking across splits"] == "103"
+
+
+def test_agreement_page_shows_intervals(demo_catalog):
+    db, kind = demo_catalog
+    if kind != "shared":
+        pytest.skip("the demo has several annotators only with the shared datasets")
+    at = _app(db, "pages/agreement.py", dataset="cifar10")
+    metrics = _metrics(at)
+    # 156,200 labels of CIFAR-10S and CIFAR-10N annotators: `python -m core agreement`
+    assert metrics["Krippendorff's alpha"] == "0.686" and metrics["Fleiss' kappa"] == "0.685"
+    assert any(c.value.startswith("95% CI [0.68") for c in at.caption)
