@@ -149,31 +149,6 @@ CREATE OR REPLACE VIEW annotator_labels AS
 SELECT c.*, a.name AS annotator, a.kind AS annotator_kind
 FROM current_labels c JOIN annotators a USING (annotator_id);
 
--- The resolved whole-image class: a review beats the dataset's given (imported) labels, which
--- beat the majority of people, which beats a model. Ties among people go to the earliest label.
--- Partitions carry dataset_id (an image has one) so a filter on the dataset or on a range of
--- image ids reaches the label scan instead of resolving the whole catalog.
-CREATE OR REPLACE VIEW resolved_class AS
-WITH ranked AS (
-    SELECT image_id, dataset_id, class_id, source, annotator_kind, event_id,
-           CASE WHEN source = 'review' THEN 0
-                WHEN annotator_kind = 'import' THEN 1
-                WHEN annotator_kind = 'human' THEN 2
-                ELSE 3 END AS tier
-    FROM annotator_labels WHERE kind = 'class'
-), votes AS (
-    SELECT image_id, dataset_id, class_id, tier, count(*) AS n, max(event_id) AS latest,
-           min(event_id) AS first
-    FROM ranked GROUP BY ALL
-), best AS (
-    SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
-           CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
-    FROM votes
-)
-SELECT image_id, dataset_id, class_id,
-       ['review', 'given', 'consensus', 'model'][tier + 1] AS resolved_by
-FROM best WHERE rn = 1;
-
 -- The resolved objects (boxes, polygons) of an image: the reviewed layer when the image has
 -- one, else the given (imported) layer, else the first person's layer, else a model's.
 CREATE OR REPLACE VIEW resolved_objects AS
@@ -207,6 +182,34 @@ CREATE TABLE IF NOT EXISTS consensus (
     method       VARCHAR NOT NULL,
     computed_at  TIMESTAMP NOT NULL
 );
+
+-- The resolved whole-image class: a review beats the dataset's given (imported) labels, which
+-- beat the consensus of people (the stored consensus where one was computed, else their
+-- majority; ties go to the earliest label), which beats a model.
+-- Partitions carry dataset_id (an image has one) so a filter on the dataset or on a range of
+-- image ids reaches the label scan instead of resolving the whole catalog.
+CREATE OR REPLACE VIEW resolved_class AS
+WITH ranked AS (
+    SELECT image_id, dataset_id, class_id, event_id, 1 AS weight,
+           CASE WHEN source = 'review' THEN 0
+                WHEN annotator_kind = 'import' THEN 1
+                WHEN annotator_kind = 'human' THEN 2
+                ELSE 3 END AS tier
+    FROM annotator_labels WHERE kind = 'class'
+    UNION ALL
+    SELECT image_id, dataset_id, class_id, 0, 1000000000, 2 FROM consensus  -- outweighs votes
+), votes AS (
+    SELECT image_id, dataset_id, class_id, tier, sum(weight) AS n, max(event_id) AS latest,
+           min(event_id) AS first
+    FROM ranked GROUP BY ALL
+), best AS (
+    SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
+           CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
+    FROM votes
+)
+SELECT image_id, dataset_id, class_id,
+       ['review', 'given', 'consensus', 'model'][tier + 1] AS resolved_by
+FROM best WHERE rn = 1;
 
 -- Decisions about whole images (duplicate resolution and the like), append-only: 'exclude' and
 -- 'include' toggle whether an image takes part in training, balance and export; 'move' puts it
@@ -354,6 +357,8 @@ def _ensure_schema(con) -> None:
     try:
         con.execute(SCHEMA)
         con.execute(REVIEW_SCHEMA)
+        con.execute(SNAPSHOT_SCHEMA)
+        con.execute(EDIT_SCHEMA)
         con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     except duckdb.Error as err:
         raise CatalogError(f"the file is not a Sieve catalog or is damaged: {err}") from err
@@ -751,25 +756,26 @@ def label_counts(con, dataset_id: int) -> pd.DataFrame:
     return con.execute("""
         SELECT c.name AS class, i.split, l.annotator, l.annotator_kind, l.source, l.kind,
                count(*) AS labels, count(l.flag) AS flagged
-        FROM annotator_labels l JOIN images i USING (dataset_id, image_id)
+        FROM annotator_labels l JOIN image_state i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
-        WHERE l.dataset_id = ? GROUP BY ALL ORDER BY class, split, annotator""",
+        WHERE l.dataset_id = ? AND NOT i.excluded GROUP BY ALL ORDER BY class, split, annotator""",
         [dataset_id]).df()
 
 
 def resolved_counts(con, dataset_id: int) -> pd.DataFrame:
     """Columns: class, split, kind, count, flagged — resolved whole-image classes (kind 'class',
-    one per image) and resolved objects (kind 'box' or 'polygon'), per class x split."""
+    one per image) and resolved objects (kind 'box' or 'polygon'), per class x split (after
+    moves), leaving out images excluded by a resolution."""
     return con.execute("""
         SELECT c.name AS class, i.split, 'class' AS kind, count(*) AS count, 0 AS flagged
-        FROM resolved_class r JOIN images i USING (dataset_id, image_id)
+        FROM resolved_class r JOIN image_state i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = r.dataset_id AND c.class_id = r.class_id
-        WHERE r.dataset_id = ? GROUP BY ALL
+        WHERE r.dataset_id = ? AND NOT i.excluded GROUP BY ALL
         UNION ALL
         SELECT c.name, i.split, o.kind, count(*), count(o.flag)
-        FROM resolved_objects o JOIN images i USING (dataset_id, image_id)
+        FROM resolved_objects o JOIN image_state i USING (dataset_id, image_id)
         JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
-        WHERE o.dataset_id = ? GROUP BY ALL
+        WHERE o.dataset_id = ? AND NOT i.excluded GROUP BY ALL
         ORDER BY 1, 2, 3""", [dataset_id, dataset_id]).df()
 
 
@@ -943,3 +949,395 @@ def current_boxes(con, dataset_id: int) -> pd.DataFrame:
         FROM current_labels l JOIN images i USING (image_id)
         JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
         WHERE l.dataset_id = ? AND l.kind = 'box'""", [dataset_id]).df()
+
+
+# ---- edits, history and review positions
+
+# What the fix page keeps beside the label events: one row per user action on an image (a save,
+# an accept, an undo, a revert) naming its events, so history and undo survive a reload; the
+# newest edit of each image, the row that two concurrent saves of one image both write, so
+# DuckDB lets only one through; and where each reviewer stands in each review queue.
+EDIT_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS seq_edit_action START 1;
+CREATE TABLE IF NOT EXISTS edit_actions (
+    action_id    BIGINT PRIMARY KEY DEFAULT nextval('seq_edit_action'),
+    dataset_id   INTEGER NOT NULL,
+    image_id     BIGINT NOT NULL,
+    annotator_id INTEGER NOT NULL,
+    kind         VARCHAR NOT NULL,          -- 'save', 'accept', 'class', 'undo', 'revert'
+    event_ids    BIGINT[] NOT NULL,         -- the label events it appended
+    based_on     BIGINT NOT NULL,           -- the newest event on the image the user had seen
+    undoes       BIGINT,                    -- the action an undo reverts
+    reverts_to   BIGINT,                    -- the event a revert went back to
+    summary      VARCHAR,                   -- e.g. '1 added, 2 moved'
+    created_at   TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edit_heads (
+    image_id     BIGINT PRIMARY KEY,
+    event_id     BIGINT NOT NULL,           -- the newest event an edit appended
+    annotator_id INTEGER NOT NULL,
+    changed_at   TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_positions (
+    reviewer     VARCHAR NOT NULL,
+    queue        VARCHAR NOT NULL,          -- core.queues.QueueSpec.key
+    position     INTEGER NOT NULL,          -- 0-based place in the queue
+    image_id     BIGINT,
+    updated_at   TIMESTAMP NOT NULL,
+    PRIMARY KEY (reviewer, queue)
+);
+"""
+
+
+def edit_image(con, image_id: int) -> dict:
+    """image_id, dataset_id, root, path, path_bytes, split, width, height, status of one image."""
+    frame = con.execute("""SELECT i.image_id, i.dataset_id, d.root, i.path, i.path_bytes, i.split,
+            i.width, i.height, i.status
+        FROM images i JOIN datasets d USING (dataset_id) WHERE i.image_id = ?""", [image_id]).df()
+    if frame.empty:
+        raise CatalogError(f"no image with id {image_id}")
+    return frame.iloc[0].to_dict()
+
+
+def image_label_events(con, image_id: int) -> pd.DataFrame:
+    """Every label event on one image, oldest first: EVENT_COLUMNS plus annotator (name),
+    annotator_kind and class (name)."""
+    return con.execute("""SELECT e.*, a.name AS annotator, a.kind AS annotator_kind, c.name AS class
+        FROM label_events e JOIN annotators a USING (annotator_id)
+        LEFT JOIN classes c ON c.dataset_id = e.dataset_id AND c.class_id = e.class_id
+        WHERE e.image_id = ? ORDER BY e.event_id""", [image_id]).df()
+
+
+def image_edit_actions(con, image_id: int) -> pd.DataFrame:
+    """Columns: action_id, annotator_id, annotator, kind, event_ids (list), based_on, undoes,
+    reverts_to, summary, created_at — the actions on one image, oldest first."""
+    return con.execute("""SELECT x.action_id, x.annotator_id, a.name AS annotator, x.kind,
+            x.event_ids, x.based_on, x.undoes, x.reverts_to, x.summary, x.created_at
+        FROM edit_actions x JOIN annotators a USING (annotator_id)
+        WHERE x.image_id = ? ORDER BY x.action_id""", [image_id]).df()
+
+
+def latest_image_event(con, image_id: int) -> tuple | None:
+    """(event_id, annotator name, created_at) of the newest label event on the image, or None."""
+    return _one(con.execute("""SELECT e.event_id, a.name, e.created_at FROM label_events e
+        JOIN annotators a USING (annotator_id) WHERE e.image_id = ?
+        ORDER BY e.event_id DESC LIMIT 1""", [image_id]))
+
+
+def add_edit_action(con, *, dataset_id: int, image_id: int, annotator_id: int, kind: str,
+                    event_ids: list[int], based_on: int, undoes: int | None = None,
+                    reverts_to: int | None = None, summary: str | None = None) -> int:
+    """Record one action on an image; returns its action_id."""
+    return _one(con.execute("""INSERT INTO edit_actions (dataset_id, image_id, annotator_id, kind,
+            event_ids, based_on, undoes, reverts_to, summary, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING action_id""",
+        [dataset_id, image_id, annotator_id, kind, event_ids, based_on, undoes, reverts_to,
+         summary, now()]))[0]
+
+
+def claim_image(con, image_id: int, event_id: int, annotator_id: int) -> None:
+    """Write the image's edit head. Inside a transaction this is the write two concurrent saves
+    of one image share: DuckDB fails the second (at this statement, or at commit for a first
+    edit) instead of letting both through."""
+    con.execute("""INSERT INTO edit_heads VALUES (?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE
+        SET event_id = excluded.event_id, annotator_id = excluded.annotator_id,
+            changed_at = excluded.changed_at""", [image_id, event_id, annotator_id, now()])
+
+
+_QUEUE_FILTERS = {  # fixed SQL fragments of the "all images" queue; values are bound with ?
+    "split": "s.split = ?",
+    "class_id": """(s.image_id IN (SELECT image_id FROM resolved_class WHERE dataset_id = ?
+                    AND class_id = ?) OR s.image_id IN (SELECT image_id FROM resolved_objects
+                    WHERE dataset_id = ? AND class_id = ?))""",
+    "annotator": """s.image_id IN (SELECT l.image_id FROM current_labels l JOIN annotators a
+                    USING (annotator_id) WHERE l.dataset_id = ? AND a.name = ?)""",
+    "source": "s.image_id IN (SELECT image_id FROM current_labels WHERE dataset_id = ? AND source = ?)",
+}
+
+
+def filtered_image_ids(con, dataset_id: int, *, split: str | None = None,
+                       class_id: int | None = None, annotator: str | None = None,
+                       source: str | None = None) -> pd.DataFrame:
+    """Column image_id: the dataset's images in id order with the split (after moves), a
+    resolved class or resolved object of the class, a current label by the annotator (name) and
+    one from the source ('import', 'edit', 'review', 'model') — each filter only when given."""
+    values = {"split": [split], "class_id": [dataset_id, class_id, dataset_id, class_id],
+              "annotator": [dataset_id, annotator], "source": [dataset_id, source]}
+    given = {"split": split, "class_id": class_id, "annotator": annotator, "source": source}
+    where, params = ["s.dataset_id = ?"], [dataset_id]
+    for name, value in given.items():
+        if value is not None:
+            where.append(_QUEUE_FILTERS[name])
+            params += values[name]
+    return con.execute(f"SELECT s.image_id FROM image_state s WHERE {' AND '.join(where)} "
+                       "ORDER BY s.image_id", params).df()
+
+
+def flagged_images(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: image_id, reason — images with a current label that carries a flag (a zero-area
+    box, a clipped box, ...), in id order; the reason lists the flags."""
+    return con.execute("""SELECT image_id, string_agg(DISTINCT flag, '; ') AS reason
+        FROM current_labels WHERE dataset_id = ? AND flag IS NOT NULL
+        GROUP BY image_id ORDER BY image_id""", [dataset_id]).df()
+
+
+def model_label_images(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: image_id, reason, score — images with current model labels, lowest score first;
+    the reason names the least confident label."""
+    return con.execute("""SELECT l.image_id,
+            'model score ' || printf('%.3f', min(l.score)) || ' (' ||
+                arg_min(coalesce(c.name, '?'), l.score) || ')' AS reason,
+            min(l.score) AS score
+        FROM current_labels l
+        LEFT JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
+        WHERE l.dataset_id = ? AND l.source = 'model'
+        GROUP BY l.image_id ORDER BY score NULLS LAST, l.image_id""", [dataset_id]).df()
+
+
+def label_event_facts(con, dataset_id: int) -> dict:
+    """What the review queues need to know about a dataset's label events at a glance: flagged
+    (events with a flag), model (events from a model), kinds (sorted), sources (sorted),
+    annotators (names, sorted)."""
+    row = _one(con.execute("""SELECT count(flag), count(*) FILTER (WHERE source = 'model'),
+            list_sort(list(DISTINCT kind)), list_sort(list(DISTINCT source))
+        FROM label_events WHERE dataset_id = ?""", [dataset_id]))
+    names = [r[0] for r in con.execute("""SELECT name FROM annotators WHERE annotator_id IN
+        (SELECT DISTINCT annotator_id FROM label_events WHERE dataset_id = ?) ORDER BY name""",
+        [dataset_id]).fetchall()]
+    return {"flagged": row[0], "model": row[1], "kinds": row[2] or [], "sources": row[3] or [],
+            "annotators": names}
+
+
+def review_position(con, reviewer: str, queue: str) -> tuple[int, int | None] | None:
+    """(position, image_id) where `reviewer` last stood in `queue`, or None."""
+    return _one(con.execute("""SELECT position, image_id FROM review_positions
+        WHERE reviewer = ? AND queue = ?""", [reviewer, queue]))
+
+
+def set_review_position(con, reviewer: str, queue: str, position: int, image_id: int | None) -> None:
+    con.execute("""INSERT INTO review_positions VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (reviewer, queue) DO UPDATE SET position = excluded.position,
+            image_id = excluded.image_id, updated_at = excluded.updated_at""",
+        [reviewer, queue, position, image_id, now()])
+
+
+# ---- snapshots and export
+
+# A snapshot names a point in a dataset's history. The `*_as_of` macros apply the rules of
+# current_labels, resolved_class, resolved_objects and image_state to what existed at a point:
+# label events up to p_max_event, image events up to p_max_image_event, images up to
+# p_max_image. `p_models` false leaves out model labels (annotator kind or source 'model').
+SNAPSHOT_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS seq_snapshot START 1;
+CREATE TABLE IF NOT EXISTS snapshots (
+    snapshot_id        BIGINT PRIMARY KEY DEFAULT nextval('seq_snapshot'),
+    dataset_id         INTEGER NOT NULL,
+    name               VARCHAR NOT NULL,
+    max_event_id       BIGINT NOT NULL,     -- label events up to this one are in the snapshot
+    max_image_event_id BIGINT NOT NULL,     -- exclusions and split moves up to this one
+    max_image_id       BIGINT NOT NULL,     -- images ingested later are not
+    author             VARCHAR,
+    note               VARCHAR,
+    created_at         TIMESTAMP NOT NULL,
+    UNIQUE (dataset_id, name)
+);
+
+CREATE OR REPLACE MACRO labels_as_of(p_dataset, p_max_event) AS TABLE
+WITH upto AS (
+    SELECT * FROM label_events WHERE dataset_id = p_dataset AND event_id <= p_max_event
+), edited AS (
+    SELECT object_id, max(event_id) AS last_event FROM upto
+    WHERE object_id IN (SELECT object_id FROM upto WHERE event_id <> object_id)
+    GROUP BY object_id
+)
+SELECT u.*, a.name AS annotator, a.kind AS annotator_kind
+FROM upto u LEFT JOIN edited USING (object_id) JOIN annotators a USING (annotator_id)
+WHERE u.op = 'set' AND (edited.last_event IS NULL OR edited.last_event = u.event_id);
+
+CREATE OR REPLACE MACRO people_labels_as_of(p_dataset, p_max_event, p_models) AS TABLE
+SELECT *, CASE WHEN source = 'review' THEN 0 WHEN annotator_kind = 'import' THEN 1
+               WHEN annotator_kind = 'human' THEN 2 ELSE 3 END AS tier
+FROM labels_as_of(p_dataset, p_max_event)
+WHERE p_models OR (annotator_kind <> 'model' AND source <> 'model');
+
+CREATE OR REPLACE MACRO resolved_class_as_of(p_dataset, p_max_event, p_models) AS TABLE
+WITH votes AS (
+    SELECT image_id, dataset_id, class_id, tier, count(*) AS n, max(event_id) AS latest,
+           min(event_id) AS first
+    FROM people_labels_as_of(p_dataset, p_max_event, p_models) WHERE kind = 'class' GROUP BY ALL
+), best AS (
+    SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
+           CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
+    FROM votes
+)
+SELECT image_id, dataset_id, class_id,
+       ['review', 'given', 'consensus', 'model'][tier + 1] AS resolved_by
+FROM best WHERE rn = 1;
+
+CREATE OR REPLACE MACRO resolved_objects_as_of(p_dataset, p_max_event, p_models) AS TABLE
+WITH objects AS (
+    SELECT * FROM people_labels_as_of(p_dataset, p_max_event, p_models)
+    WHERE kind IN ('box', 'polygon')
+), chosen AS (
+    SELECT image_id, arg_min(annotator_id, tier * 1000000000 + annotator_id) AS annotator_id
+    FROM (SELECT image_id, annotator_id, min(tier) AS tier FROM objects GROUP BY ALL)
+    GROUP BY image_id
+)
+SELECT o.* EXCLUDE (tier) FROM objects o JOIN chosen USING (image_id, annotator_id);
+
+CREATE OR REPLACE MACRO image_state_as_of(p_dataset, p_max_image_event, p_max_image) AS TABLE
+WITH upto AS (
+    SELECT * FROM image_events WHERE dataset_id = p_dataset AND image_event_id <= p_max_image_event
+), last_move AS (
+    SELECT image_id, arg_max(split, image_event_id) AS split FROM upto
+    WHERE action = 'move' GROUP BY image_id
+), last_flag AS (
+    SELECT image_id, arg_max(action, image_event_id) = 'exclude' AS excluded FROM upto
+    WHERE action IN ('exclude', 'include') GROUP BY image_id
+)
+SELECT i.image_id, i.dataset_id, i.path, i.path_bytes, coalesce(m.split, i.split) AS split,
+       coalesce(f.excluded, false) AS excluded, i.width, i.height, i.mode, i.format, i.status
+FROM images i LEFT JOIN last_move m USING (image_id) LEFT JOIN last_flag f USING (image_id)
+WHERE i.dataset_id = p_dataset AND i.image_id <= p_max_image;
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    """A point in the catalog's history: label events, image events and images up to these ids."""
+    max_event_id: int
+    max_image_event_id: int
+    max_image_id: int
+
+
+def current_point(con) -> Point:
+    """Now, as a point: the newest label event, image event and image."""
+    return Point(*_one(con.execute("""SELECT (SELECT coalesce(max(event_id), 0) FROM label_events),
+        (SELECT coalesce(max(image_event_id), 0) FROM image_events),
+        (SELECT coalesce(max(image_id), 0) FROM images)""")))
+
+
+def insert_snapshot(con, dataset_id: int, name: str, point: Point, *, author: str | None,
+                    note: str | None) -> int:
+    """Store a named point; raise CatalogError when the dataset already has a snapshot `name`."""
+    try:
+        return _one(con.execute("""INSERT INTO snapshots (dataset_id, name, max_event_id,
+            max_image_event_id, max_image_id, author, note, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING snapshot_id""",
+            [dataset_id, name, point.max_event_id, point.max_image_event_id, point.max_image_id,
+             author, note, now()]))[0]
+    except duckdb.ConstraintException as err:
+        raise CatalogError(f"a snapshot named {name!r} already exists: choose another name") from err
+
+
+def snapshot_table(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: snapshot_id, name, max_event_id, max_image_event_id, max_image_id, author, note,
+    created_at, labels (every annotator's labels at that point) — newest first."""
+    return con.execute("""SELECT s.snapshot_id, s.name, s.max_event_id, s.max_image_event_id,
+            s.max_image_id, s.author, s.note, s.created_at,
+            (SELECT count(*) FROM labels_as_of(?, s.max_event_id)) AS labels
+        FROM snapshots s WHERE s.dataset_id = ? ORDER BY s.snapshot_id DESC""",
+        [dataset_id, dataset_id]).df()
+
+
+def snapshot_point(con, dataset_id: int, name: str) -> Point | None:
+    row = _one(con.execute("""SELECT max_event_id, max_image_event_id, max_image_id FROM snapshots
+        WHERE dataset_id = ? AND name = ?""", [dataset_id, name]))
+    return Point(*row) if row else None
+
+
+def snapshot_names(con, dataset_id: int) -> list[str]:
+    """Newest first."""
+    return [r[0] for r in con.execute("""SELECT name FROM snapshots WHERE dataset_id = ?
+        ORDER BY snapshot_id DESC""", [dataset_id]).fetchall()]
+
+
+def images_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
+    """Columns: image_id, path, path_bytes, split, excluded, width, height, mode, format, status,
+    class_id, class, resolved_by — every image at `point` with its resolved class (NULL when
+    none), by image_id."""
+    return con.execute("""
+        SELECT s.image_id, s.path, s.path_bytes, s.split, s.excluded, s.width, s.height, s.mode,
+               s.format, s.status, r.class_id, c.name AS class, r.resolved_by
+        FROM image_state_as_of(?, ?, ?) s
+        LEFT JOIN resolved_class_as_of(?, ?, ?) r USING (image_id)
+        LEFT JOIN classes c ON c.dataset_id = s.dataset_id AND c.class_id = r.class_id
+        ORDER BY s.image_id""",
+        [dataset_id, point.max_image_event_id, point.max_image_id,
+         dataset_id, point.max_event_id, with_models]).df()
+
+
+def objects_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
+    """Columns: image_id, object_id, event_id, kind, class_id, class, x, y, w, h, points, flag,
+    annotator, annotator_kind, source, model_run_id, score, created_at — the resolved boxes and
+    polygons at `point`, by image then object."""
+    return con.execute("""
+        SELECT o.image_id, o.object_id, o.event_id, o.kind, o.class_id, c.name AS class,
+               o.x, o.y, o.w, o.h, o.points, o.flag, o.annotator, o.annotator_kind, o.source,
+               o.model_run_id, o.score, o.created_at
+        FROM resolved_objects_as_of(?, ?, ?) o
+        JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
+        ORDER BY o.image_id, o.object_id""", [dataset_id, point.max_event_id, with_models]).df()
+
+
+def labels_with_provenance(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
+    """Columns: image_id, kind, class, x, y, w, h, points, annotator, annotator_kind, source,
+    event_id, object_id, replaces, created_at, model_run_id, score, flag, resolved — every
+    annotator's labels at `point` (`resolved`: the label is, or agrees with, the resolved one)."""
+    args = [dataset_id, point.max_event_id, with_models]
+    return con.execute("""
+        WITH rc AS (SELECT image_id, class_id FROM resolved_class_as_of(?, ?, ?)),
+             ro AS (SELECT object_id FROM resolved_objects_as_of(?, ?, ?))
+        SELECT l.image_id, l.kind, c.name AS class, l.x, l.y, l.w, l.h, l.points, l.annotator,
+               l.annotator_kind, l.source, l.event_id, l.object_id, l.replaces, l.created_at,
+               l.model_run_id, l.score, l.flag,
+               coalesce(CASE WHEN l.kind = 'class' THEN rc.class_id = l.class_id
+                             ELSE ro.object_id IS NOT NULL END, false) AS resolved
+        FROM people_labels_as_of(?, ?, ?) l
+        JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
+        LEFT JOIN rc ON l.kind = 'class' AND rc.image_id = l.image_id
+        LEFT JOIN ro ON l.kind <> 'class' AND ro.object_id = l.object_id
+        ORDER BY l.image_id, l.object_id""", args * 3).df()
+
+
+def label_changes(con, dataset_id: int, before: Point, after: Point) -> pd.DataFrame:
+    """Columns: change ('added', 'removed', 'changed'), object_id, image_id, path, kind,
+    annotator, annotator_kind, old_class, new_class, old_event, new_event — every annotator's
+    labels that differ between two points (a changed label differs in class or geometry)."""
+    return con.execute("""
+        SELECT CASE WHEN a.object_id IS NULL THEN 'added' WHEN b.object_id IS NULL THEN 'removed'
+                    ELSE 'changed' END AS change,
+               coalesce(b.object_id, a.object_id) AS object_id,
+               coalesce(b.image_id, a.image_id) AS image_id, i.path,
+               coalesce(b.kind, a.kind) AS kind, coalesce(b.annotator, a.annotator) AS annotator,
+               coalesce(b.annotator_kind, a.annotator_kind) AS annotator_kind,
+               ca.name AS old_class, cb.name AS new_class, a.event_id AS old_event,
+               b.event_id AS new_event
+        FROM labels_as_of(?, ?) a FULL OUTER JOIN labels_as_of(?, ?) b USING (object_id)
+        JOIN images i ON i.image_id = coalesce(b.image_id, a.image_id)
+        LEFT JOIN classes ca ON ca.dataset_id = i.dataset_id AND ca.class_id = a.class_id
+        LEFT JOIN classes cb ON cb.dataset_id = i.dataset_id AND cb.class_id = b.class_id
+        WHERE a.object_id IS NULL OR b.object_id IS NULL
+           OR (a.event_id <> b.event_id AND (a.class_id IS DISTINCT FROM b.class_id
+               OR a.x IS DISTINCT FROM b.x OR a.y IS DISTINCT FROM b.y
+               OR a.w IS DISTINCT FROM b.w OR a.h IS DISTINCT FROM b.h
+               OR a.points IS DISTINCT FROM b.points))
+        ORDER BY image_id, object_id""",
+        [dataset_id, before.max_event_id, dataset_id, after.max_event_id]).df()
+
+
+def resolved_counts_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
+    """Columns: class, split, kind, count — resolved image classes and objects at `point`, per
+    class x split, on the images not excluded at that point (what an export holds)."""
+    args = [dataset_id, point.max_image_event_id, point.max_image_id]
+    return con.execute("""
+        WITH kept AS (SELECT image_id, split FROM image_state_as_of(?, ?, ?)
+                      WHERE NOT excluded AND status = 'ok'),
+             labels AS (SELECT image_id, class_id, 'class' AS kind FROM resolved_class_as_of(?, ?, ?)
+                        UNION ALL
+                        SELECT image_id, class_id, kind FROM resolved_objects_as_of(?, ?, ?))
+        SELECT c.name AS class, k.split, l.kind, count(*) AS count
+        FROM labels l JOIN kept k USING (image_id)
+        JOIN classes c ON c.dataset_id = ? AND c.class_id = l.class_id
+        GROUP BY ALL ORDER BY 1, 2, 3""",
+        args + [dataset_id, point.max_event_id, with_models] * 2 + [dataset_id]).df()

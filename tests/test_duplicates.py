@@ -182,3 +182,22 @@ def test_default_distance_recall_on_cifar_jpeg_lossless_pairs(shared_data):
     jpeg = np.array([r.phash for r in jpegs], dtype=np.uint64)
     distance = np.bitwise_count(lossless ^ jpeg)
     assert int((distance <= duplicates.DEFAULT_DISTANCE["phash"]).sum()) == 3997
+
+
+def test_excluded_images_leave_the_balance_counts(dup_catalog):
+    con, ds, _ = dup_catalog
+    table = catalog.hash_table(con, ds.dataset_id)
+    ids = dict(zip(table["path"], table["image_id"]))
+    from core.labels import import_labels
+    rows = pd.DataFrame({"path": ["original.png", "byte_copy.png"], "annotator": None,
+                         "kind": "class", "class_name": "scene", "x": None, "y": None, "w": None,
+                         "h": None, "points": None, "normalized": False, "label_file": "t",
+                         "location": None})
+    import_labels(con, ds.dataset_id, rows, annotator="dups/given")
+    def total():
+        return int(catalog.resolved_counts(con, ds.dataset_id)["count"].sum())
+    assert total() == 2
+    batch = duplicates.resolve_keep_one(con, ds, ids["original.png"], [ids["byte_copy.png"]], author="lead")
+    assert total() == 1
+    duplicates.undo_resolution(con, ds, batch, author="lead")
+    assert total() == 2

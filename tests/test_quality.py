@@ -83,3 +83,14 @@ def test_agreement_cli_json_keys(voted):
     assert {a["id"] for a in report["annotators"]} == {"a", "b", "c"}
     assert all({"id", "labels", "accuracy"} <= set(a) for a in report["annotators"])
     assert isinstance(report["cohen_kappa"], list)
+
+
+def test_saved_consensus_decides_the_resolved_class(voted):
+    con, ds, _ = voted
+    result = dataset_quality(con, ds, n_resamples=0)
+    save_consensus(con, ds, result)
+    resolved = dict(con.execute("SELECT image_id, resolved_by FROM resolved_class").fetchall())
+    assert set(resolved.values()) == {"consensus"} and len(resolved) == 6
+    stored = dict(con.execute("SELECT image_id, class_id FROM consensus").fetchall())
+    chosen = dict(con.execute("SELECT image_id, class_id FROM resolved_class").fetchall())
+    assert chosen == stored
