@@ -30,12 +30,14 @@ MAX_TABLE_BITS = 24  # widest chunk: a bucket table of 2**24 + 1 int64 offsets i
 BATCH_CANDIDATES = 1 << 21  # candidate pairs per numpy batch: bounds the temporaries (~100 MiB)
 BRUTE_BLOCK_ROWS = 256  # rows per brute-force block: (256, U) uint64 XOR temporaries
 
-# Cost model, seconds per unit of work (measured with numpy 2.4 on one core).
-COST_BRUTE_PAIR = 1.5e-9  # one XOR + popcount + compare in the blocked brute force
-COST_BUCKET_PROBE = 6e-9  # one (bucket, flip mask) lookup in a chunk table
-COST_ROW = 15e-9  # one (item, partner bucket) row expanded into candidates
-COST_CANDIDATE = 12e-9  # one candidate pair gathered, XORed, counted and filtered
-COST_PER_MASK = 60e-6  # fixed numpy call overhead per (chunk, flip mask)
+# Cost model, seconds per unit of work on one core (numpy 2.4, 2-core x86-64 VM, fitted by hand to
+# timings of every plan for N = 1k..1M, max_distance = 4..16; choices matter, not absolute values).
+COST_BRUTE_PAIR = 4.5e-9  # one XOR + popcount + compare in the blocked brute force
+COST_BUCKET_PROBE = 10e-9  # one (bucket, flip mask) lookup in a chunk table
+COST_ROW = 25e-9  # one (item, partner bucket) row expanded into candidates
+COST_CANDIDATE = 18e-9  # one candidate pair gathered, XORed, counted and filtered
+COST_PER_MASK = 100e-6  # fixed numpy call overhead per (chunk, flip mask)
+COST_TABLE_SLOT = 10e-9  # one of the 2**width slots of a chunk's bucket table, built and freed
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def find_pairs_within(
     values, inverse, counts = _unique_hashes(hashes)
     a, b, _ = _search_unique(values, None, max_distance=max_distance, workers=workers)
     members, starts = _members_by_value(inverse, counts)
-    return _pairs_frame(*_expand_self_pairs(a, b, members, starts, counts), hashes, hashes)
+    rows = [_cross_rows(members, starts[a], counts[a], starts[b], counts[b]), _copy_rows(members, starts, counts)]
+    return _pairs_frame(_pair_keys(rows, members, n_right=hashes.size, ordered=True), hashes, hashes)
 
 
 def find_pairs_between(
@@ -86,8 +89,9 @@ def find_pairs_between(
     a, b, _ = _search_unique(q_values, r_values, max_distance=max_distance, workers=workers)
     q_members, q_starts = _members_by_value(q_inverse, q_counts)
     r_members, r_starts = _members_by_value(r_inverse, r_counts)
-    pairs = _expand_cross(q_members, q_starts[a], q_counts[a], r_members, r_starts[b], r_counts[b])
-    return _pairs_frame(*pairs, queries, references)
+    rows = [_cross_rows(q_members, q_starts[a], q_counts[a], r_starts[b], r_counts[b])]
+    keys = _pair_keys(rows, r_members, n_right=references.size, ordered=False)
+    return _pairs_frame(keys, queries, references)
 
 
 def find_groups_within(
@@ -147,10 +151,8 @@ def plan_search(
     n_right = n_left if self_join else n_right
     brute = SearchPlan("brute", (64,), (max_distance,), _brute_cost(n_left, n_right, self_join))
     plans = [brute]
-    for n_chunks in range(math.ceil(64 / MAX_TABLE_BITS), 65):
+    for n_chunks in range(math.ceil(64 / MAX_TABLE_BITS), 17):  # chunks of 24 down to 4 bits
         bits, radii = _split_chunks(n_chunks, max_distance)
-        if sum(r >= 0 for r in radii) < n_chunks and n_chunks > 3:
-            break  # more chunks than max_distance + 1 only adds unused ones
         cost = _multi_index_cost(bits, radii, n_left, n_right, self_join)
         plans.append(SearchPlan("multi-index", bits, radii, cost))
     return min(plans, key=lambda plan: plan.estimated_seconds)
@@ -160,6 +162,8 @@ def plan_search(
 
 
 def _check_hashes(hashes: np.ndarray, name: str) -> np.ndarray:
+    if isinstance(hashes, np.ndarray) and hashes.size >= 2**31:
+        raise ValueError(f"{name} holds {hashes.size:,} hashes; at most 2**31 - 1 are supported")
     if not isinstance(hashes, np.ndarray) or hashes.dtype != np.uint64 or hashes.ndim != 1:
         described = (
             f"a {hashes.ndim}-d {hashes.dtype} array" if isinstance(hashes, np.ndarray) else type(hashes).__name__
@@ -194,7 +198,11 @@ def _members_by_value(inverse: np.ndarray, counts: np.ndarray) -> tuple[np.ndarr
 
 
 def _split_chunks(n_chunks: int, max_distance: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Chunk widths (wider first) and radii with sum(radius + 1) == max_distance + 1."""
+    """Chunk widths (wider first) and radii with sum(radius + 1) == max_distance + 1.
+
+    With more chunks than max_distance + 1, the extra ones get radius -1 (unused): the
+    max_distance differing bits still leave one of the used chunks unchanged.
+    """
     bits = [64 // n_chunks + (c < 64 % n_chunks) for c in range(n_chunks)]
     units = max_distance + 1  # one unit = one step of (radius + 1); wider chunks get the extra
     radii = [units // n_chunks + (c < units % n_chunks) - 1 for c in range(n_chunks)]
@@ -222,6 +230,7 @@ def _multi_index_cost(bits, radii, n_left, n_right, self_join) -> float:
         slots = 2.0**width
         left_buckets = slots * -math.expm1(-n_left / slots)
         hit = -math.expm1(-n_right / slots)  # chance a probed bucket is not empty
+        cost += slots * COST_TABLE_SLOT * (1 if self_join else 2)
         cost += masks * (COST_PER_MASK + left_buckets * COST_BUCKET_PROBE)
         cost += masks * n_left * hit * COST_ROW + masks * n_left * n_right / slots * COST_CANDIDATE
     return cost
@@ -237,8 +246,8 @@ class _ChunkTable:
     chunk_mask: np.uint64  # the chunk's bits in the full 64-bit hash
     order: np.ndarray  # (U,) int64 value positions sorted by chunk value
     sorted_values: np.ndarray  # (U,) uint64 values in that order
-    sorted_keys: np.ndarray  # (U,) int64 chunk value of each sorted value
     offsets: np.ndarray  # (2**width + 1,) int64 start of each chunk value's bucket in the order
+    occupied: np.ndarray  # (2**width,) bool whether a chunk value has a bucket (4 MiB at 22 bits)
     keys: np.ndarray  # (B,) int64 the non-empty chunk values, ascending
     key_starts: np.ndarray  # (B,) int64 their bucket starts
     key_counts: np.ndarray  # (B,) int64 their bucket sizes
@@ -262,10 +271,11 @@ def _search_unique(
     if left.size == 0 or n_right == 0:
         return _empty_pairs()
     plan = plan or plan_search(left.size, None if self_join else n_right, max_distance=max_distance)
+    n_tasks = 4 * (workers or os.cpu_count() or 1)
     if plan.method == "brute":
-        tasks = _brute_tasks(left, left if self_join else right, max_distance, self_join)
+        tasks = _brute_tasks(left, left if self_join else right, max_distance, self_join, n_tasks)
     else:
-        tasks = _multi_index_tasks(left, right, plan, max_distance, workers or os.cpu_count() or 1)
+        tasks = _multi_index_tasks(left, right, plan, max_distance, n_tasks)
     results = _run_tasks(tasks, workers)
     a, b, dist = (np.concatenate(parts) for parts in zip(*results)) if results else _empty_pairs()
     if self_join:
@@ -286,34 +296,46 @@ def _run_tasks(tasks: list, workers: int | None) -> list:
         return list(pool.map(lambda task: task(), tasks))
 
 
-def _brute_tasks(left, right, max_distance, self_join) -> list:
+def _brute_tasks(left, right, max_distance, self_join, n_tasks) -> list:
+    """Blocks of rows dealt round-robin to `n_tasks` tasks (self-join blocks shrink down the list)."""
     rows = max(1, min(BRUTE_BLOCK_ROWS, BATCH_CANDIDATES // right.size))
+    starts = list(range(0, left.size, rows))
     return [
-        lambda start=start: _compare_block(left, right, start, min(start + rows, left.size), max_distance, self_join)
-        for start in range(0, left.size, rows)
+        lambda mine=starts[k::n_tasks]: _compare_blocks(left, right, mine, rows, max_distance, self_join)
+        for k in range(min(n_tasks, len(starts)))
     ]
 
 
-def _compare_block(left, right, start, stop, max_distance, self_join):
-    """Pairs between left[start:stop] and right (self-join: only right[start:], column > row)."""
+def _compare_blocks(left, right, starts, rows, max_distance, self_join):
+    """Pairs between left[start:start + rows] and right, for each start; scratch reused per block."""
+    scratch = (np.empty(rows * right.size, np.uint64), np.empty(rows * right.size, np.uint8))
+    parts = [_compare_block(left, right, start, rows, max_distance, self_join, scratch) for start in starts]
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def _compare_block(left, right, start, rows, max_distance, self_join, scratch):
+    """Pairs between left[start:start + rows] and right (self-join: right[start:], column > row)."""
+    block = left[start : start + rows, None]
     first_column = start if self_join else 0
-    dist = np.bitwise_count(left[start:stop, None] ^ right[None, first_column:])  # (rows, cols) uint8
-    rows, cols = np.nonzero(dist <= max_distance)
+    shape = (block.size, right.size - first_column)
+    diff = np.bitwise_xor(block, right[None, first_column:], out=scratch[0][: shape[0] * shape[1]].reshape(shape))
+    dist = np.bitwise_count(diff, out=scratch[1][: diff.size].reshape(shape))  # (rows, cols) uint8
+    r, c = np.nonzero(dist <= max_distance)
     if self_join:
-        keep = cols > rows
-        rows, cols = rows[keep], cols[keep]
-    return rows + start, cols + first_column, dist[rows, cols]
+        keep = c > r
+        r, c = r[keep], c[keep]
+    return r + start, c + first_column, dist[r, c]
 
 
-def _multi_index_tasks(left, right, plan: SearchPlan, max_distance, workers) -> list:
-    """One task per (chunk, slice of flip masks), about four per worker per chunk."""
+def _multi_index_tasks(left, right, plan: SearchPlan, max_distance, n_tasks) -> list:
+    """Up to `n_tasks` tasks per chunk, each a slice of the chunk's flip masks."""
     tasks, earlier, shift = [], [], 0
     for width, radius in zip(plan.chunk_bits, plan.chunk_radii):
         if radius >= 0:
             left_table = _build_chunk_table(left, shift=shift, width=width)
             right_table = left_table if right is None else _build_chunk_table(right, shift=shift, width=width)
             masks = _flip_masks(width, radius)
-            for part in np.array_split(masks, min(masks.size, 4 * workers)):
+            for part in np.array_split(masks, min(masks.size, n_tasks)):
                 tasks.append(
                     lambda l=left_table, r=right_table, m=part, e=tuple(earlier): _probe_chunk(
                         l, r, m, e, max_distance=max_distance, self_join=right is None
@@ -325,17 +347,19 @@ def _multi_index_tasks(left, right, plan: SearchPlan, max_distance, workers) -> 
 
 
 def _build_chunk_table(values: np.ndarray, *, shift: int, width: int) -> _ChunkTable:
-    chunk_keys = ((values >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
-    order = np.argsort(chunk_keys, kind="stable")
-    sizes = np.bincount(chunk_keys, minlength=1 << width)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    chunk_keys = ((values >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
+    order = np.argsort(chunk_keys)
+    sizes = np.bincount(chunk_keys, minlength=1 << width)  # (2**width,) int64
+    offsets = np.empty(sizes.size + 1, np.int64)
+    offsets[0] = 0
+    np.cumsum(sizes, out=offsets[1:])
     keys = np.flatnonzero(sizes)
     return _ChunkTable(
         chunk_mask=np.uint64(((1 << width) - 1) << shift),
         order=order,
         sorted_values=values[order],
-        sorted_keys=chunk_keys[order],
         offsets=offsets,
+        occupied=sizes > 0,
         keys=keys,
         key_starts=offsets[keys],
         key_counts=sizes[keys],
@@ -343,19 +367,23 @@ def _build_chunk_table(values: np.ndarray, *, shift: int, width: int) -> _ChunkT
 
 
 def _flip_masks(width: int, radius: int) -> np.ndarray:
-    """(M,) int64 every `width`-bit mask with at most `radius` ones, 0 first."""
+    """(M,) int64 every `width`-bit mask with at most `radius` ones, ascending (0 first)."""
     masks = [sum(1 << bit for bit in ones) for k in range(radius + 1) for ones in combinations(range(width), k)]
-    return np.array(masks, dtype=np.int64)
+    return np.sort(np.array(masks, dtype=np.int64))
 
 
 def _probe_chunk(left, right, masks, earlier, *, max_distance, self_join):
-    """Pairs whose chunk values differ by one of `masks` and that no earlier chunk found."""
-    parts = []
-    for mask in masks:
+    """Pairs whose chunk values differ by one of `masks` (ascending) and no earlier chunk found."""
+    parts, top_bit, buckets = [], None, (left.keys, left.key_starts, left.key_counts)
+    scratch = (np.empty(left.keys.size, np.int64), np.empty(left.keys.size, bool))  # reused per mask
+    for mask in masks.tolist():
         if self_join and mask == 0:
             x_pos, y_start, y_len = _same_bucket_rows(left)
         else:
-            x_pos, y_start, y_len = _partner_bucket_rows(left, right, int(mask), self_join)
+            if self_join and mask.bit_length() != top_bit:
+                top_bit = mask.bit_length()  # ascending masks: each top bit's masks are adjacent
+                buckets = _buckets_without_bit(left, top_bit - 1)
+            x_pos, y_start, y_len = _partner_bucket_rows(buckets, right, mask, scratch)
         for batch in _split_rows(y_len):
             parts.append(
                 _check_candidates(left, right, x_pos[batch], y_start[batch], y_len[batch], earlier, max_distance)
@@ -363,25 +391,34 @@ def _probe_chunk(left, right, masks, earlier, *, max_distance, self_join):
     return tuple(np.concatenate(p) for p in zip(*parts)) if parts else _empty_pairs()
 
 
+def _buckets_without_bit(table: _ChunkTable, bit: int):
+    """(keys, starts, counts) of the buckets whose chunk value has `bit` clear.
+
+    For a mask whose highest one is `bit`, these are exactly the buckets with key < key ^ mask,
+    so a self-join visits each unordered bucket pair once and reads half the buckets.
+    """
+    keep = np.flatnonzero((table.keys & (1 << bit)) == 0)
+    return table.keys[keep], table.key_starts[keep], table.key_counts[keep]
+
+
 def _same_bucket_rows(table: _ChunkTable):
     """Rows (x position, first partner position, partner count) for pairs inside one bucket."""
     x_pos = np.arange(table.order.size)
-    y_len = table.offsets[table.sorted_keys + 1] - x_pos - 1  # later members of x's bucket
+    y_len = np.repeat(table.key_starts + table.key_counts, table.key_counts) - x_pos - 1  # later members
     keep = np.flatnonzero(y_len > 0)
     return x_pos[keep], x_pos[keep] + 1, y_len[keep]
 
 
-def _partner_bucket_rows(left: _ChunkTable, right: _ChunkTable, mask: int, self_join: bool):
+def _partner_bucket_rows(buckets, right: _ChunkTable, mask: int, scratch):
     """Rows (x position, first partner position, partner count) for buckets `mask` apart."""
-    partner = left.keys ^ mask
+    keys, starts, counts = buckets
+    partner = np.bitwise_xor(keys, mask, out=scratch[0][: keys.size])  # reused: no page faults
+    found = np.flatnonzero(np.take(right.occupied, partner, out=scratch[1][: keys.size]))
+    partner = partner[found]
     y_start = right.offsets[partner]
     y_len = right.offsets[partner + 1] - y_start
-    keep = y_len > 0
-    if self_join:
-        keep &= left.keys < partner  # each unordered bucket pair once
-    kept = np.flatnonzero(keep)
-    owner, x_pos = _ragged_ranges(left.key_starts[kept], left.key_counts[kept])
-    return x_pos, y_start[kept][owner], y_len[kept][owner]
+    owner, x_pos = _ragged_ranges(starts[found], counts[found])
+    return x_pos, y_start[owner], y_len[owner]
 
 
 def _split_rows(y_len: np.ndarray) -> list:
@@ -416,31 +453,50 @@ def _ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray,
 # --- from unique-value pairs to item pairs and groups ------------------------------------------
 
 
-def _expand_cross(a_members, a_starts, a_counts, b_members, b_starts, b_counts):
-    """(T,) i, (T,) j: every member of value a[k] with every member of value b[k], for each k."""
+def _cross_rows(a_members, a_starts, a_counts, b_starts, b_counts):
+    """Rows (item x, first partner position, partner count): each member of value a[k] against value b[k]."""
     owner, a_pos = _ragged_ranges(a_starts, a_counts)
-    owner, b_pos = _ragged_ranges(b_starts[owner], b_counts[owner])
-    return a_members[a_pos[owner]], b_members[b_pos]
+    return a_members[a_pos], b_starts[owner], b_counts[owner]
 
 
-def _expand_self_pairs(a, b, members, starts, counts):
-    """(T,) i < j item pairs: members of distinct values a[k], b[k], plus copies of one value."""
-    i, j = _expand_cross(members, starts[a], counts[a], members, starts[b], counts[b])
-    i, j = np.minimum(i, j), np.maximum(i, j)
+def _copy_rows(members, starts, counts):
+    """Rows (item x, first partner position, partner count): each copy of a value against its later copies."""
     copied = np.flatnonzero(counts > 1)
     owner, x_pos = _ragged_ranges(starts[copied], counts[copied])
     value_end = (starts + counts)[copied][owner]
-    owner, y_pos = _ragged_ranges(x_pos + 1, value_end - x_pos - 1)  # later copies of the value
-    return np.concatenate([i, members[x_pos[owner]]]), np.concatenate([j, members[y_pos]])
+    return members[x_pos], x_pos + 1, value_end - x_pos - 1
 
 
-def _pairs_frame(i, j, left_hashes, right_hashes) -> pd.DataFrame:
-    """The pairs sorted by (i, j), with their distance recomputed from the hashes."""
-    key = i * right_hashes.size + j  # fits int64: sizes are far below 2**31
-    del i, j
-    key.sort()
-    i, j = np.divmod(key, right_hashes.size)
-    del key
+def _pair_keys(rows, partner_members, *, n_right: int, ordered: bool) -> np.ndarray:
+    """(T,) int64 key (i << shift) | j of every (row item, partner) pair; `ordered` swaps to i < j.
+
+    Written batch by batch into one array: 50M pairs of one repeated hash need 400 MiB, not 2 GiB.
+    """
+    x, y_start, y_len = (np.concatenate(part) for part in zip(*rows))
+    keys, filled, shift = np.empty(int(y_len.sum()), np.int64), 0, _key_shift(n_right)
+    for batch in _split_rows(y_len):
+        owner, y_pos = _ragged_ranges(y_start[batch], y_len[batch])
+        i, j = x[batch][owner], partner_members[y_pos]
+        if ordered:
+            i, j = np.minimum(i, j), np.maximum(i, j)
+        np.left_shift(i, shift, out=keys[filled : filled + i.size])
+        keys[filled : filled + i.size] |= j
+        filled += i.size
+    return keys
+
+
+def _key_shift(n_right: int) -> int:
+    """Bits for j in a pair key; i < 2**31 and j < 2**32 keep the key inside int64."""
+    return max(1, (n_right - 1).bit_length())
+
+
+def _pairs_frame(keys: np.ndarray, left_hashes, right_hashes) -> pd.DataFrame:
+    """The pairs behind `keys` (consumed) sorted by (i, j), with distances from the hashes."""
+    if keys.size > 1 and (keys[1:] < keys[:-1]).any():  # already sorted when one value repeats
+        keys.sort()  # in place
+    shift = _key_shift(right_hashes.size)
+    j = keys & ((1 << shift) - 1)
+    i = np.right_shift(keys, shift, out=keys)
     dist = np.empty(i.size, np.uint8)
     for lo in range(0, i.size, BATCH_CANDIDATES):
         hi = lo + BATCH_CANDIDATES
