@@ -1,6 +1,6 @@
 """Command line: `python -m core COMMAND --db FILE ...`; human-readable output, `--json` for scripts.
 
-Commands: ingest, demo, stats. Each opens the catalog itself; if the dashboard holds the file
+Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export. Each opens the catalog itself; if the dashboard holds the file
 for writing, the command says so and exits with status 3.
 """
 from __future__ import annotations
@@ -107,22 +107,37 @@ def _pick_dataset(con, name: str | None) -> catalog.Dataset:
 
 def cmd_agreement(args) -> int:
     from core import quality
+    from core.box_agreement import dataset_object_agreement
 
     con = catalog.open_catalog(args.db, read_only=not args.save_consensus,
                                program="python -m core agreement")
     dataset = _pick_dataset(con, args.dataset)
     kinds = ("human", "import") if args.include_given else ("human",)
+    objects = dataset_object_agreement(con, dataset.dataset_id, iou_threshold=args.iou)
     try:
         result = quality.dataset_quality(con, dataset, kinds=kinds, n_resamples=args.resamples,
                                          seed=args.seed)
     except ValueError as err:
-        raise catalog.CatalogError(str(err)) from err
-    saved = quality.save_consensus(con, dataset, result) if args.save_consensus else None
-    report = {"dataset": dataset.name, **quality.quality_json(result), "consensus_saved": saved}
+        if objects is None:
+            raise catalog.CatalogError(str(err)) from err
+        result = None
+    saved = quality.save_consensus(con, dataset, result) if args.save_consensus and result else None
+    report = {"dataset": dataset.name, **(quality.quality_json(result) if result else {}),
+              "consensus_saved": saved}
+    if objects is not None:
+        report["objects"] = {"iou_threshold": objects.iou_threshold, "alpha": objects.alpha,
+                             "pairs": objects.pairs.to_dict("records")}
     if args.json:
         print(json.dumps(report, indent=2, default=float))
         return 0
-    print(quality.format_quality(dataset.name, result))
+    if result is not None:
+        print(quality.format_quality(dataset.name, result))
+    if objects is not None:
+        overall = objects.pairs[objects.pairs["class"] == "all"]
+        print(f"boxes and polygons (IoU >= {objects.iou_threshold}): alpha {objects.alpha:.3f}")
+        for row in overall.itertuples(index=False):
+            print(f"  {row.annotator_a} vs {row.annotator_b}: precision {row.precision:.3f}, "
+                  f"recall {row.recall:.3f}, F1 {row.f1:.3f}, mean IoU {row.mean_iou:.3f}")
     if saved is not None:
         print(f"consensus saved for {saved:,} images: resolved labels use it where no review "
               "or given label exists")
@@ -143,6 +158,91 @@ def cmd_duplicates(args) -> int:
     return 0
 
 
+
+def cmd_snapshot(args) -> int:
+    from core import snapshots
+
+    con = catalog.open_catalog(args.db, program="python -m core snapshot")
+    dataset = _pick_dataset(con, args.dataset)
+    if args.list or not args.name:
+        table = snapshots.list_snapshots(con, dataset)
+        if args.json:
+            print(table.to_json(orient="records", date_format="iso", indent=2))
+        else:
+            print(table.to_string(index=False) if len(table) else f"{dataset.name}: no snapshots yet")
+        return 0
+    point = snapshots.create_snapshot(con, dataset, args.name, author=args.author, note=args.note)
+    if args.json:
+        print(json.dumps({"dataset": dataset.name, "name": args.name, **asdict(point)}, indent=2))
+    else:
+        print(f"snapshot {args.name!r} of {dataset.name}: label events up to {point.max_event_id}, "
+              f"image events up to {point.max_image_event_id}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from core import snapshots
+
+    con = catalog.open_catalog(args.db, program="python -m core diff")
+    dataset = _pick_dataset(con, args.dataset)
+    diff = snapshots.diff_snapshots(con, dataset, args.before, args.after)
+    if args.json:
+        print(json.dumps(snapshots.diff_json(diff), indent=2, default=str))
+    else:
+        print(snapshots.format_diff(diff))
+    return 0
+
+
+def _target_shares(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError as err:
+        raise catalog.CatalogError(f"--target {text!r}: expected class=share,class=share") from err
+
+
+def cmd_export(args) -> int:
+    from core import export, jobs
+
+    if not (args.force or export.folder_is_empty(args.out)):
+        print(f"error: {args.out} is not empty: choose an empty folder, or give --force to "
+              "overwrite", file=sys.stderr)
+        return 2
+    con = catalog.open_catalog(args.db, program="python -m core export")
+    dataset = _pick_dataset(con, args.dataset)
+    options = export.ExportOptions(
+        format=args.format, splits=tuple(args.splits.split(",")) if args.splits else None,
+        include_excluded=args.include_excluded, model_labels=args.model_labels,
+        images=args.images, strip_exif=args.strip_exif, weights=not args.no_weights,
+        target=_target_shares(args.target), oversample=args.oversample, seed=args.seed,
+        force=args.force)
+    params = {"dataset": dataset.name, "out": str(args.out), "snapshot": args.snapshot,
+              "format": args.format}
+    bar = None if args.json else _progress_bar("export")
+    try:
+        summary = jobs.run_job(con, "export", params, lambda cursor, progress, job_id:
+                               export.export_dataset(cursor, dataset, args.out, options,
+                                                     snapshot=args.snapshot, progress=progress),
+                               progress=bar)
+    except export.ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        print(json.dumps(asdict(summary), indent=2, default=str))
+        return 0
+    print(f"exported {summary.dataset} ({summary.snapshot}) as {summary.format} to {summary.out}: "
+          f"{summary.images} images, {summary.class_labels} image labels, {summary.objects} "
+          f"objects, {summary.augmented} augmented copies, {summary.files} files")
+    for reason, count in summary.skipped.items():
+        print(f"  left out {count} images: {reason}")
+    for warning in summary.warnings:
+        print(f"  note: {warning}")
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "ingest images and labels from a folder")
     p.add_argument("source", type=Path, help="folder holding the images")
     p.add_argument("--format", default="auto",
-                   choices=["auto", "imagefolder", "csv", "coco", "voc", "yolo"])
+                   choices=["auto", "imagefolder", "csv", "coco", "voc", "yolo", "labelstudio",
+                            "cvat"])
     p.add_argument("--labels", type=Path, help="annotation file or folder (csv, coco, voc)")
     p.add_argument("--dataset", help="dataset name (default: the folder's name)")
     p.add_argument("--split", help="split of the new images (train, val, test, ...)")
@@ -178,12 +279,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--save-consensus", action="store_true",
                    help="store the Dawid-Skene consensus for resolved labels")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for two objects to match")
 
     p = add("duplicates", cmd_duplicates,
             "exact and near duplicates, their groups, and leakage between splits")
     p.add_argument("--dataset", help="dataset (default: the first)")
     p.add_argument("--method", default="phash", choices=["phash", "dhash"])
     p.add_argument("--threshold", type=int, help="largest Hamming distance (default: calibrated)")
+
+    p = add("snapshot", cmd_snapshot, "name the current state of a dataset, or list snapshots")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--name", help="the new snapshot's name")
+    p.add_argument("--list", action="store_true", help="list the dataset's snapshots")
+    p.add_argument("--note", help="what this snapshot is for")
+    p.add_argument("--author", help="who takes it")
+
+    p = add("diff", cmd_diff, "labels added, removed and changed between two snapshots")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--from", dest="before", required=True, help="snapshot name")
+    p.add_argument("--to", dest="after", help="snapshot name (default: now)")
+
+    p = add("export", cmd_export, "export resolved labels (now or of a snapshot) with images")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--format", required=True,
+                   choices=["coco", "voc", "yolo", "imagefolder", "csv", "parquet"])
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--snapshot", help="export this snapshot (default: now)")
+    p.add_argument("--splits", help="comma-separated splits (default: all images)")
+    p.add_argument("--include-excluded", action="store_true",
+                   help="keep images excluded by duplicate resolution")
+    p.add_argument("--model-labels", action="store_true",
+                   help="let model labels take part (default: people's labels only)")
+    p.add_argument("--images", choices=["copy", "link", "none"],
+                   help="copy or symlink the images; none (csv, parquet only) leaves them in place "
+                        "(default: copy; none for csv and parquet)")
+    p.add_argument("--strip-exif", action="store_true",
+                   help="copies without EXIF, GPS, XMP or IPTC metadata")
+    p.add_argument("--no-weights", action="store_true", help="skip class_weights.csv")
+    p.add_argument("--target", help="target class shares for weights and oversampling, "
+                                    "e.g. RBC=1,WBC=1 (default: uniform)")
+    p.add_argument("--oversample", action="store_true",
+                   help="add augmented copies of minority-class train images up to the target")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
 
     p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
     p.add_argument("--dataset", help="one dataset (default: all)")

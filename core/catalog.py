@@ -186,8 +186,8 @@ CREATE TABLE IF NOT EXISTS consensus (
 -- The resolved whole-image class: a review beats the dataset's given (imported) labels, which
 -- beat the consensus of people (the stored consensus where one was computed, else their
 -- majority; ties go to the earliest label), which beats a model.
--- Partitions carry dataset_id (an image has one) so a filter on the dataset or on a range of
--- image ids reaches the label scan instead of resolving the whole catalog.
+-- Groups carry dataset_id (an image has one) so a filter on the dataset or on a set of image
+-- ids reaches the label scan instead of resolving the whole catalog.
 CREATE OR REPLACE VIEW resolved_class AS
 WITH ranked AS (
     SELECT image_id, dataset_id, class_id, event_id, 1 AS weight,
@@ -203,13 +203,18 @@ WITH ranked AS (
            min(event_id) AS first
     FROM ranked GROUP BY ALL
 ), best AS (
-    SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
-           CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
-    FROM votes
+    -- the winner sorts first on (tier, then for people most votes and earliest first label, for
+    -- the others the latest label), packed into one number: arg_min over it takes half the
+    -- time of a row_number() window at 1M images. n < 2^40, event ids < 2^62.
+    SELECT image_id, dataset_id, min(tier) AS tier,
+           arg_min(class_id, tier * (1::HUGEINT << 104) + CASE WHEN tier = 2
+               THEN ((1::HUGEINT << 40) - n) * (1::HUGEINT << 62) + first
+               ELSE (1::HUGEINT << 62) - latest END) AS class_id
+    FROM votes GROUP BY image_id, dataset_id
 )
 SELECT image_id, dataset_id, class_id,
        ['review', 'given', 'consensus', 'model'][tier + 1] AS resolved_by
-FROM best WHERE rn = 1;
+FROM best;
 
 -- Decisions about whole images (duplicate resolution and the like), append-only: 'exclude' and
 -- 'include' toggle whether an image takes part in training, balance and export; 'move' puts it
@@ -989,32 +994,40 @@ CREATE TABLE IF NOT EXISTS review_positions (
 """
 
 
+def _small_frame(result) -> pd.DataFrame:
+    """A result of a few rows as a DataFrame (DuckDB's .df() spends ~10 ms on any result)."""
+    return pd.DataFrame(result.fetchall(), columns=[d[0] for d in result.description])
+
+
 def edit_image(con, image_id: int) -> dict:
     """image_id, dataset_id, root, path, path_bytes, split, width, height, status of one image."""
-    frame = con.execute("""SELECT i.image_id, i.dataset_id, d.root, i.path, i.path_bytes, i.split,
+    result = con.execute("""SELECT i.image_id, i.dataset_id, d.root, i.path, i.path_bytes, i.split,
             i.width, i.height, i.status
-        FROM images i JOIN datasets d USING (dataset_id) WHERE i.image_id = ?""", [image_id]).df()
-    if frame.empty:
+        FROM images i JOIN datasets d USING (dataset_id) WHERE i.image_id = ?""", [image_id])
+    columns = [d[0] for d in result.description]
+    row = _one(result)
+    if row is None:
         raise CatalogError(f"no image with id {image_id}")
-    return frame.iloc[0].to_dict()
+    return dict(zip(columns, row))
 
 
 def image_label_events(con, image_id: int) -> pd.DataFrame:
     """Every label event on one image, oldest first: EVENT_COLUMNS plus annotator (name),
     annotator_kind and class (name)."""
-    return con.execute("""SELECT e.*, a.name AS annotator, a.kind AS annotator_kind, c.name AS class
+    return _small_frame(con.execute("""SELECT e.*, a.name AS annotator, a.kind AS annotator_kind,
+            c.name AS class
         FROM label_events e JOIN annotators a USING (annotator_id)
         LEFT JOIN classes c ON c.dataset_id = e.dataset_id AND c.class_id = e.class_id
-        WHERE e.image_id = ? ORDER BY e.event_id""", [image_id]).df()
+        WHERE e.image_id = ? ORDER BY e.event_id""", [image_id]))
 
 
 def image_edit_actions(con, image_id: int) -> pd.DataFrame:
     """Columns: action_id, annotator_id, annotator, kind, event_ids (list), based_on, undoes,
     reverts_to, summary, created_at — the actions on one image, oldest first."""
-    return con.execute("""SELECT x.action_id, x.annotator_id, a.name AS annotator, x.kind,
-            x.event_ids, x.based_on, x.undoes, x.reverts_to, x.summary, x.created_at
+    return _small_frame(con.execute("""SELECT x.action_id, x.annotator_id, a.name AS annotator,
+            x.kind, x.event_ids, x.based_on, x.undoes, x.reverts_to, x.summary, x.created_at
         FROM edit_actions x JOIN annotators a USING (annotator_id)
-        WHERE x.image_id = ? ORDER BY x.action_id""", [image_id]).df()
+        WHERE x.image_id = ? ORDER BY x.action_id""", [image_id]))
 
 
 def latest_image_event(con, image_id: int) -> tuple | None:
@@ -1127,6 +1140,8 @@ def set_review_position(con, reviewer: str, queue: str, position: int, image_id:
 # current_labels, resolved_class, resolved_objects and image_state to what existed at a point:
 # label events up to p_max_event, image events up to p_max_image_event, images up to
 # p_max_image. `p_models` false leaves out model labels (annotator kind or source 'model').
+# The stored consensus is replaced when recomputed, so a snapshot keeps a copy of it;
+# p_snapshot NULL reads the live one.
 SNAPSHOT_SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS seq_snapshot START 1;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -1140,6 +1155,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
     note               VARCHAR,
     created_at         TIMESTAMP NOT NULL,
     UNIQUE (dataset_id, name)
+);
+CREATE TABLE IF NOT EXISTS snapshot_consensus (
+    snapshot_id  BIGINT NOT NULL,
+    image_id     BIGINT NOT NULL,
+    class_id     INTEGER NOT NULL
 );
 
 CREATE OR REPLACE MACRO labels_as_of(p_dataset, p_max_event) AS TABLE
@@ -1160,11 +1180,20 @@ SELECT *, CASE WHEN source = 'review' THEN 0 WHEN annotator_kind = 'import' THEN
 FROM labels_as_of(p_dataset, p_max_event)
 WHERE p_models OR (annotator_kind <> 'model' AND source <> 'model');
 
-CREATE OR REPLACE MACRO resolved_class_as_of(p_dataset, p_max_event, p_models) AS TABLE
-WITH votes AS (
-    SELECT image_id, dataset_id, class_id, tier, count(*) AS n, max(event_id) AS latest,
-           min(event_id) AS first
-    FROM people_labels_as_of(p_dataset, p_max_event, p_models) WHERE kind = 'class' GROUP BY ALL
+CREATE OR REPLACE MACRO resolved_class_as_of(p_dataset, p_max_event, p_models, p_snapshot) AS TABLE
+WITH ranked AS (
+    SELECT image_id, class_id, event_id, 1 AS weight, tier
+    FROM people_labels_as_of(p_dataset, p_max_event, p_models) WHERE kind = 'class'
+    UNION ALL
+    SELECT image_id, class_id, 0, 1000000000, 2 FROM consensus  -- outweighs votes
+    WHERE p_snapshot IS NULL AND dataset_id = p_dataset
+    UNION ALL
+    SELECT image_id, class_id, 0, 1000000000, 2 FROM snapshot_consensus
+    WHERE snapshot_id = p_snapshot
+), votes AS (
+    SELECT image_id, p_dataset AS dataset_id, class_id, tier, sum(weight) AS n,
+           max(event_id) AS latest, min(event_id) AS first
+    FROM ranked GROUP BY ALL
 ), best AS (
     SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
            CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
@@ -1204,10 +1233,12 @@ WHERE i.dataset_id = p_dataset AND i.image_id <= p_max_image;
 
 @dataclass(frozen=True)
 class Point:
-    """A point in the catalog's history: label events, image events and images up to these ids."""
+    """A point in the catalog's history: label events, image events and images up to these ids,
+    and the snapshot whose copy of the consensus applies (None: the live consensus)."""
     max_event_id: int
     max_image_event_id: int
     max_image_id: int
+    snapshot_id: int | None = None
 
 
 def current_point(con) -> Point:
@@ -1219,15 +1250,25 @@ def current_point(con) -> Point:
 
 def insert_snapshot(con, dataset_id: int, name: str, point: Point, *, author: str | None,
                     note: str | None) -> int:
-    """Store a named point; raise CatalogError when the dataset already has a snapshot `name`."""
+    """Store a named point with a copy of the dataset's stored consensus, in one transaction;
+    raise CatalogError when the dataset already has a snapshot `name`."""
+    con.begin()
     try:
-        return _one(con.execute("""INSERT INTO snapshots (dataset_id, name, max_event_id,
+        snapshot_id = _one(con.execute("""INSERT INTO snapshots (dataset_id, name, max_event_id,
             max_image_event_id, max_image_id, author, note, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING snapshot_id""",
             [dataset_id, name, point.max_event_id, point.max_image_event_id, point.max_image_id,
              author, note, now()]))[0]
+        con.execute("""INSERT INTO snapshot_consensus SELECT ?, image_id, class_id FROM consensus
+            WHERE dataset_id = ?""", [snapshot_id, dataset_id])
+        con.commit()
     except duckdb.ConstraintException as err:
+        con.rollback()
         raise CatalogError(f"a snapshot named {name!r} already exists: choose another name") from err
+    except Exception:
+        con.rollback()
+        raise
+    return snapshot_id
 
 
 def snapshot_table(con, dataset_id: int) -> pd.DataFrame:
@@ -1241,8 +1282,8 @@ def snapshot_table(con, dataset_id: int) -> pd.DataFrame:
 
 
 def snapshot_point(con, dataset_id: int, name: str) -> Point | None:
-    row = _one(con.execute("""SELECT max_event_id, max_image_event_id, max_image_id FROM snapshots
-        WHERE dataset_id = ? AND name = ?""", [dataset_id, name]))
+    row = _one(con.execute("""SELECT max_event_id, max_image_event_id, max_image_id, snapshot_id
+        FROM snapshots WHERE dataset_id = ? AND name = ?""", [dataset_id, name]))
     return Point(*row) if row else None
 
 
@@ -1260,11 +1301,11 @@ def images_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> pd
         SELECT s.image_id, s.path, s.path_bytes, s.split, s.excluded, s.width, s.height, s.mode,
                s.format, s.status, r.class_id, c.name AS class, r.resolved_by
         FROM image_state_as_of(?, ?, ?) s
-        LEFT JOIN resolved_class_as_of(?, ?, ?) r USING (image_id)
+        LEFT JOIN resolved_class_as_of(?, ?, ?, ?) r USING (image_id)
         LEFT JOIN classes c ON c.dataset_id = s.dataset_id AND c.class_id = r.class_id
         ORDER BY s.image_id""",
         [dataset_id, point.max_image_event_id, point.max_image_id,
-         dataset_id, point.max_event_id, with_models]).df()
+         dataset_id, point.max_event_id, with_models, point.snapshot_id]).df()
 
 
 def objects_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
@@ -1286,7 +1327,7 @@ def labels_with_provenance(con, dataset_id: int, point: Point, *, with_models: b
     annotator's labels at `point` (`resolved`: the label is, or agrees with, the resolved one)."""
     args = [dataset_id, point.max_event_id, with_models]
     return con.execute("""
-        WITH rc AS (SELECT image_id, class_id FROM resolved_class_as_of(?, ?, ?)),
+        WITH rc AS (SELECT image_id, class_id FROM resolved_class_as_of(?, ?, ?, ?)),
              ro AS (SELECT object_id FROM resolved_objects_as_of(?, ?, ?))
         SELECT l.image_id, l.kind, c.name AS class, l.x, l.y, l.w, l.h, l.points, l.annotator,
                l.annotator_kind, l.source, l.event_id, l.object_id, l.replaces, l.created_at,
@@ -1297,7 +1338,7 @@ def labels_with_provenance(con, dataset_id: int, point: Point, *, with_models: b
         JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
         LEFT JOIN rc ON l.kind = 'class' AND rc.image_id = l.image_id
         LEFT JOIN ro ON l.kind <> 'class' AND ro.object_id = l.object_id
-        ORDER BY l.image_id, l.object_id""", args * 3).df()
+        ORDER BY l.image_id, l.object_id""", args + [point.snapshot_id] + args * 2).df()
 
 
 def label_changes(con, dataset_id: int, before: Point, after: Point) -> pd.DataFrame:
@@ -1333,11 +1374,23 @@ def resolved_counts_as_of(con, dataset_id: int, point: Point, *, with_models: bo
     return con.execute("""
         WITH kept AS (SELECT image_id, split FROM image_state_as_of(?, ?, ?)
                       WHERE NOT excluded AND status = 'ok'),
-             labels AS (SELECT image_id, class_id, 'class' AS kind FROM resolved_class_as_of(?, ?, ?)
+             labels AS (SELECT image_id, class_id, 'class' AS kind
+                        FROM resolved_class_as_of(?, ?, ?, ?)
                         UNION ALL
                         SELECT image_id, class_id, kind FROM resolved_objects_as_of(?, ?, ?))
         SELECT c.name AS class, k.split, l.kind, count(*) AS count
         FROM labels l JOIN kept k USING (image_id)
         JOIN classes c ON c.dataset_id = ? AND c.class_id = l.class_id
         GROUP BY ALL ORDER BY 1, 2, 3""",
-        args + [dataset_id, point.max_event_id, with_models] * 2 + [dataset_id]).df()
+        args + [dataset_id, point.max_event_id, with_models, point.snapshot_id,
+                dataset_id, point.max_event_id, with_models, dataset_id]).df()
+
+
+def object_layers(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: image_id, annotator, class_id, x, y, w, h — every current box and polygon (by its
+    bounding box) of every layer, on images where at least two layers drew."""
+    return con.execute("""
+        SELECT image_id, annotator, class_id, x, y, w, h FROM annotator_labels
+        WHERE dataset_id = ? AND kind IN ('box', 'polygon')
+        QUALIFY count(DISTINCT annotator_id) OVER (PARTITION BY image_id) >= 2
+        ORDER BY image_id, annotator""", [dataset_id]).df()

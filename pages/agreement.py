@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 from core import catalog, quality
+from core.box_agreement import dataset_object_agreement
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)
@@ -13,6 +14,25 @@ st.title("Agreement")
 if dataset is None:
     st.info("No dataset yet: ingest one on the Overview page.")
     st.stop()
+
+
+
+def objects_section() -> None:
+    """Boxes and polygons of two layers on the same image, matched by IoU (Hungarian)."""
+    threshold = st.session_state.get("iou_threshold", 0.5)
+    found = ui.cached(dataset_object_agreement, con, dataset.dataset_id, iou_threshold=threshold)
+    if found is None:
+        return
+    st.subheader("Boxes and polygons")
+    st.slider("IoU threshold for a match", 0.1, 0.95, 0.5, 0.05, key="iou_threshold")
+    names = dict(enumerate(catalog.class_table(con, dataset.dataset_id)["name"]))
+    table = found.pairs.assign(**{"class": found.pairs["class"].map(
+        lambda c: names.get(int(c), c) if c != "all" else "all")})
+    st.metric("Krippendorff's alpha over matched and unmatched objects", f"{found.alpha:.3f}")
+    st.dataframe(table, hide_index=True, key="object_pairs")
+    st.plotly_chart(px.histogram(found.matches.dropna(subset=["iou"]), x="iou", nbins=40,
+                                 title="IoU of matched objects"), key="object_iou")
+
 
 include_given = st.toggle("Count the dataset's given labels as one more annotator",
                           key="agreement_given")
@@ -22,6 +42,7 @@ try:
         result = ui.cached(quality.dataset_quality, con, dataset, kinds=kinds)
 except ValueError as err:
     st.info(f"{err}. Import labels from several annotators (csv with an `annotator` column).")
+    objects_section()
     st.stop()
 report = result.report
 
@@ -75,3 +96,5 @@ if use.button("Use the Dawid-Skene consensus for resolved labels", key="save_con
     count = quality.save_consensus(con, dataset, result)
     st.success(f"Consensus stored for {count:,} images: where an image has no review and no "
                "given label, its resolved class is now the consensus.")
+
+objects_section()

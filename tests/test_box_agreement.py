@@ -49,3 +49,36 @@ def test_object_agreement_refuses_bad_threshold():
     with pytest.raises(ValueError, match="iou_threshold"):
         object_agreement(OBJECTS, iou_threshold=0)
 
+
+def test_agreement_page_scores_two_box_layers(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core import catalog
+    from core.ingest import ingest
+    from core.labels import import_labels
+    from tests.fixtures import encode, scene
+
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    for k in (1, 2):
+        (folder / f"{k}.png").write_bytes(encode(scene(64, 64, seed=k), "PNG"))
+    db = tmp_path / "boxes.duckdb"
+    con = catalog.open_catalog(db)
+    ingest(con, folder, fmt="imagefolder", dataset="cells", workers=1)
+    ds = catalog.find_dataset(con, "cells")
+    rows = OBJECTS.assign(path=OBJECTS["image_id"].map(lambda i: f"{i}.png"), kind="box",
+                          class_name=OBJECTS["class_id"].map({0: "cat", 1: "dog"}), points=None,
+                          normalized=False, label_file="t", location=None)
+    import_labels(con, ds.dataset_id, rows.drop(columns=["image_id", "class_id"]),
+                  annotator="cells/given", vocabulary=["cat", "dog"], fixed=True)
+    con.close()
+    monkeypatch.setenv("SIEVE_DB", str(db))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/agreement.py")
+    at.session_state["dataset"] = "cells"
+    at.run()
+    assert not at.exception
+    assert at.metric[0].value == f"{1 / 11:.3f}"

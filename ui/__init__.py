@@ -74,7 +74,7 @@ def plotly_chart_ui(make, data, *, key: str, **options) -> None:
     st.plotly_chart(figure, key=key)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=32)  # figures of 200k points: a few MB
 def _figure(name: str, digest: str, _make=None, _data=None, **options):
     return _make(_data, **options)  # shared read-only: st.plotly_chart copies, never mutates
 
