@@ -10,6 +10,8 @@ pages = st.navigation([
     st.Page("pages/balance.py", title="Class balance", icon=":material/balance:"),
     st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     st.Page("pages/agreement.py", title="Agreement", icon=":material/groups:"),
+    st.Page("pages/fix.py", title="Fix labels", icon=":material/edit:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ])
 ui.sidebar_ui(ui.get_cursor())
 pages.run()

@@ -1,7 +1,8 @@
 """Command line: `python -m core COMMAND --db FILE ...`; human-readable output, `--json` for scripts.
 
-Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export. Each opens the catalog itself; if the dashboard holds the file
-for writing, the command says so and exits with status 3.
+Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export. Each opens the
+catalog itself; if the dashboard holds the file for writing, the command says so and exits with
+status 3.
 """
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ def cmd_snapshot(args) -> int:
         if args.json:
             print(table.to_json(orient="records", date_format="iso", indent=2))
         else:
-            print(table.to_string(index=False) if len(table) else f"{dataset.name}: no snapshots yet")
+            print(table.to_string(index=False) if len(table)
+                  else f"{dataset.name}: no snapshots yet")
         return 0
     point = snapshots.create_snapshot(con, dataset, args.name, author=args.author, note=args.note)
     if args.json:

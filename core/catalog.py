@@ -364,6 +364,7 @@ def _ensure_schema(con) -> None:
         con.execute(REVIEW_SCHEMA)
         con.execute(SNAPSHOT_SCHEMA)
         con.execute(EDIT_SCHEMA)
+        con.execute(MICROMODEL_SCHEMA)
         con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     except duckdb.Error as err:
         raise CatalogError(f"the file is not a Sieve catalog or is damaged: {err}") from err
@@ -1000,9 +1001,11 @@ def _small_frame(result) -> pd.DataFrame:
 
 
 def edit_image(con, image_id: int) -> dict:
-    """image_id, dataset_id, root, path, path_bytes, split, width, height, status of one image."""
+    """image_id, dataset_id, root, path, path_bytes, split, width, height, status and
+    consensus_class (the stored consensus class id, or None) of one image."""
     result = con.execute("""SELECT i.image_id, i.dataset_id, d.root, i.path, i.path_bytes, i.split,
-            i.width, i.height, i.status
+            i.width, i.height, i.status,
+            (SELECT min(class_id) FROM consensus c WHERE c.image_id = i.image_id) AS consensus_class
         FROM images i JOIN datasets d USING (dataset_id) WHERE i.image_id = ?""", [image_id])
     columns = [d[0] for d in result.description]
     row = _one(result)
@@ -1196,7 +1199,8 @@ WITH ranked AS (
     FROM ranked GROUP BY ALL
 ), best AS (
     SELECT *, row_number() OVER (PARTITION BY dataset_id, image_id ORDER BY tier,
-           CASE WHEN tier = 2 THEN -n ELSE 0 END, CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
+           CASE WHEN tier = 2 THEN -n ELSE 0 END,
+           CASE WHEN tier = 2 THEN first ELSE -latest END) AS rn
     FROM votes
 )
 SELECT image_id, dataset_id, class_id,
@@ -1208,7 +1212,8 @@ WITH objects AS (
     SELECT * FROM people_labels_as_of(p_dataset, p_max_event, p_models)
     WHERE kind IN ('box', 'polygon')
 ), chosen AS (
-    SELECT image_id, arg_min(annotator_id, tier * 1000000000 + annotator_id) AS annotator_id
+    SELECT image_id,
+           arg_min(annotator_id, tier::BIGINT * 1000000000 + annotator_id) AS annotator_id
     FROM (SELECT image_id, annotator_id, min(tier) AS tier FROM objects GROUP BY ALL)
     GROUP BY image_id
 )
@@ -1264,7 +1269,8 @@ def insert_snapshot(con, dataset_id: int, name: str, point: Point, *, author: st
         con.commit()
     except duckdb.ConstraintException as err:
         con.rollback()
-        raise CatalogError(f"a snapshot named {name!r} already exists: choose another name") from err
+        raise CatalogError(f"a snapshot named {name!r} already exists: choose another "
+                           "name") from err
     except Exception:
         con.rollback()
         raise
@@ -1321,7 +1327,8 @@ def objects_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> p
         ORDER BY o.image_id, o.object_id""", [dataset_id, point.max_event_id, with_models]).df()
 
 
-def labels_with_provenance(con, dataset_id: int, point: Point, *, with_models: bool) -> pd.DataFrame:
+def labels_with_provenance(con, dataset_id: int, point: Point, *,
+                           with_models: bool) -> pd.DataFrame:
     """Columns: image_id, kind, class, x, y, w, h, points, annotator, annotator_kind, source,
     event_id, object_id, replaces, created_at, model_run_id, score, flag, resolved — every
     annotator's labels at `point` (`resolved`: the label is, or agrees with, the resolved one)."""
@@ -1394,3 +1401,210 @@ def object_layers(con, dataset_id: int) -> pd.DataFrame:
         WHERE dataset_id = ? AND kind IN ('box', 'polygon')
         QUALIFY count(DISTINCT annotator_id) OVER (PARTITION BY image_id) >= 2
         ORDER BY image_id, annotator""", [dataset_id]).df()
+
+
+# ---- micro-models
+# Runs of small models trained on people's labels (core.micromodel, core.autolabel): the run, its
+# per-epoch metrics, the images it trained and was evaluated on, its predictions, and each time
+# it was applied. What a run wrote as labels lives in label_events (model_run_id).
+
+MICROMODEL_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS seq_model_run START 1;
+CREATE TABLE IF NOT EXISTS model_runs (
+    run_id       BIGINT PRIMARY KEY DEFAULT nextval('seq_model_run'),
+    dataset_id   INTEGER NOT NULL,
+    task         VARCHAR NOT NULL,          -- 'classify', or 'find-more' (one class against the rest)
+    classes      VARCHAR NOT NULL,          -- JSON [[name, class_id or null], ...] in output order
+    config       VARCHAR NOT NULL,          -- JSON: the model's config and how images were chosen
+    metrics      VARCHAR,                   -- JSON: training summary and held-out evaluation
+    weights      VARCHAR,                   -- checkpoint file: weights with their config
+    status       VARCHAR NOT NULL,          -- 'training', 'trained', 'failed'
+    error        VARCHAR,
+    job_id       BIGINT,
+    created_by   VARCHAR,
+    created_at   TIMESTAMP NOT NULL,
+    updated_at   TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_run_epochs (
+    run_id       BIGINT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    loss         DOUBLE,                    -- mean training loss of the epoch
+    accuracy     DOUBLE,                    -- on the (augmented) training batches
+    seconds      DOUBLE,                    -- since training started
+    recorded_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_run_images (
+    run_id       BIGINT NOT NULL,
+    image_id     BIGINT NOT NULL,
+    role         VARCHAR NOT NULL,          -- 'train' or 'holdout'
+    class_id     INTEGER                    -- the people's label it was given (output index)
+);
+CREATE TABLE IF NOT EXISTS model_predictions (
+    run_id       BIGINT NOT NULL,
+    image_id     BIGINT NOT NULL,
+    probs        FLOAT[] NOT NULL           -- one probability per output, in the run's order
+);
+CREATE SEQUENCE IF NOT EXISTS seq_model_apply START 1;
+CREATE TABLE IF NOT EXISTS model_applications (
+    apply_id     BIGINT PRIMARY KEY DEFAULT nextval('seq_model_apply'),
+    run_id       BIGINT NOT NULL,
+    threshold    DOUBLE NOT NULL,
+    strategy     VARCHAR NOT NULL,          -- how the review queue is ordered
+    labelled     INTEGER NOT NULL,          -- model labels written
+    queued       INTEGER NOT NULL,          -- images sent to review
+    queue_id     BIGINT,
+    created_by   VARCHAR,
+    created_at   TIMESTAMP NOT NULL,
+    rolled_back_at TIMESTAMP,
+    rolled_back_by VARCHAR
+);
+"""
+
+
+def catalog_folder(con) -> Path | None:
+    """The folder holding the catalog file (None for an in-memory catalog)."""
+    row = _one(con.execute("""SELECT path FROM duckdb_databases()
+        WHERE database_name = current_database()"""))
+    return Path(row[0]).resolve().parent if row and row[0] else None
+
+
+def human_class_labels(con, dataset_id: int, *, split: str | None = None) -> pd.DataFrame:
+    """Columns: image_id, path, split, class_id, resolved_by — images whose resolved class
+    comes from people (a review, the given labels or consensus, never a model), readable and
+    not excluded, in image order."""
+    return con.execute("""
+        SELECT s.image_id, s.path, s.split, r.class_id, r.resolved_by
+        FROM resolved_class r JOIN image_state s USING (dataset_id, image_id)
+        WHERE r.dataset_id = ? AND r.resolved_by <> 'model' AND s.status = 'ok'
+          AND NOT s.excluded AND (? IS NULL OR s.split = ?)
+        ORDER BY s.image_id""", [dataset_id, split, split]).df()
+
+
+def candidate_images(con, dataset_id: int, *, split: str | None = None) -> pd.DataFrame:
+    """Columns: image_id, path, split, human_class (people's resolved class or NULL) — every
+    readable, not excluded image a model could label, in image order."""
+    return con.execute("""
+        SELECT s.image_id, s.path, s.split, r.class_id AS human_class
+        FROM image_state s LEFT JOIN (SELECT image_id, class_id FROM resolved_class
+            WHERE dataset_id = ? AND resolved_by <> 'model') r USING (image_id)
+        WHERE s.dataset_id = ? AND s.status = 'ok' AND NOT s.excluded
+          AND (? IS NULL OR s.split = ?)
+        ORDER BY s.image_id""", [dataset_id, dataset_id, split, split]).df()
+
+
+def create_model_run(con, dataset_id: int, *, task: str, classes: list, config: dict,
+                     created_by: str | None = None, job_id: int | None = None) -> int:
+    t = now()
+    return _one(con.execute("""INSERT INTO model_runs (dataset_id, task, classes, config, status,
+            job_id, created_by, created_at, updated_at)
+        VALUES (?, ?, ?, ?, 'training', ?, ?, ?, ?) RETURNING run_id""",
+        [dataset_id, task, json.dumps(classes), json.dumps(config, default=str), job_id,
+         created_by, t, t]))[0]
+
+
+def finish_model_run(con, run_id: int, *, status: str, metrics: dict | None = None,
+                     weights: str | None = None, error: str | None = None) -> None:
+    con.execute("""UPDATE model_runs SET status = ?, metrics = coalesce(?, metrics),
+        weights = coalesce(?, weights), error = ?, updated_at = ? WHERE run_id = ?""",
+        [status, json.dumps(metrics, default=str) if metrics is not None else None, weights,
+         error, now(), run_id])
+
+
+def model_run(con, run_id: int) -> dict:
+    """One row of model_runs as a dict, with classes, config and metrics decoded."""
+    frame = con.execute("SELECT * FROM model_runs WHERE run_id = ?", [run_id]).df()
+    if frame.empty:
+        raise CatalogError(f"no model run with id {run_id}")
+    row = frame.iloc[0].to_dict()
+    for key in ("classes", "config", "metrics"):
+        row[key] = json.loads(row[key]) if isinstance(row[key], str) else None
+    return row
+
+
+def model_run_table(con, dataset_id: int) -> pd.DataFrame:
+    """Columns: run_id, task, status, classes, created_by, created_at, applied (labels of the
+    run now current), accuracy (held-out, NULL before evaluation) — newest first."""
+    return con.execute("""
+        SELECT r.run_id, r.task, r.status, r.classes, r.created_by, r.created_at,
+               (SELECT count(*) FROM current_labels c WHERE c.model_run_id = r.run_id) AS applied,
+               try_cast(json_extract(r.metrics, '$.evaluation.accuracy') AS DOUBLE) AS accuracy
+        FROM model_runs r WHERE r.dataset_id = ? ORDER BY r.run_id DESC""", [dataset_id]).df()
+
+
+def add_run_epoch(con, run_id: int, *, epoch: int, loss: float, accuracy: float,
+                  seconds: float) -> None:
+    con.execute("INSERT INTO model_run_epochs VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, epoch, loss, accuracy, seconds, now()])
+
+
+def run_epochs(con, run_id: int) -> pd.DataFrame:
+    """Columns: epoch, loss, accuracy, seconds — in epoch order."""
+    return con.execute("""SELECT epoch, loss, accuracy, seconds FROM model_run_epochs
+        WHERE run_id = ? ORDER BY epoch""", [run_id]).df()
+
+
+def add_run_images(con, run_id: int, frame: pd.DataFrame) -> None:
+    """`frame` columns: image_id, role ('train', 'holdout'), class_id (output index)."""
+    con.register("new_run_images", frame[["image_id", "role", "class_id"]])
+    con.execute("""INSERT INTO model_run_images SELECT ?, image_id, role, class_id
+        FROM new_run_images""", [run_id])
+    con.unregister("new_run_images")
+
+
+def run_images(con, run_id: int) -> pd.DataFrame:
+    """Columns: image_id, path, role, class_id (output index) — in image order."""
+    return con.execute("""SELECT m.image_id, i.path, m.role, m.class_id FROM model_run_images m
+        JOIN images i USING (image_id) WHERE m.run_id = ? ORDER BY m.image_id""", [run_id]).df()
+
+
+def add_predictions(con, run_id: int, frame: pd.DataFrame) -> None:
+    """Store a run's predictions; `frame` columns: image_id, probs (one sequence per image)."""
+    con.register("new_predictions", frame[["image_id", "probs"]])
+    con.execute("INSERT INTO model_predictions SELECT ?, image_id, probs FROM new_predictions",
+                [run_id])
+    con.unregister("new_predictions")
+
+
+def run_predictions(con, run_id: int) -> pd.DataFrame:
+    """Columns: image_id, path, split, human_class (people's resolved class or NULL), probs
+    (list) — in image order."""
+    return con.execute("""
+        SELECT p.image_id, i.path, s.split, r.class_id AS human_class, p.probs
+        FROM model_predictions p JOIN images i USING (image_id)
+        JOIN image_state s USING (image_id)
+        LEFT JOIN (SELECT image_id, class_id FROM resolved_class WHERE resolved_by <> 'model'
+                   AND image_id IN (SELECT image_id FROM model_predictions WHERE run_id = ?)) r
+          USING (image_id)
+        WHERE p.run_id = ? ORDER BY p.image_id""", [run_id, run_id]).df()
+
+
+def run_current_labels(con, run_id: int) -> pd.DataFrame:
+    """Columns: event_id, object_id, dataset_id, image_id, annotator_id, class_id — labels a
+    model run wrote that are still current."""
+    return con.execute("""SELECT event_id, object_id, dataset_id, image_id, annotator_id, class_id
+        FROM current_labels WHERE model_run_id = ? ORDER BY event_id""", [run_id]).df()
+
+
+def add_application(con, run_id: int, *, threshold: float, strategy: str, labelled: int,
+                    queued: int, queue_id: int | None, created_by: str | None) -> int:
+    return _one(con.execute("""INSERT INTO model_applications (run_id, threshold, strategy,
+            labelled, queued, queue_id, created_by, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING apply_id""",
+        [run_id, threshold, strategy, labelled, queued, queue_id, created_by, now()]))[0]
+
+
+def run_applications(con, run_id: int) -> pd.DataFrame:
+    """Columns of model_applications for a run, newest first."""
+    return con.execute("""SELECT * FROM model_applications WHERE run_id = ?
+        ORDER BY apply_id DESC""", [run_id]).df()
+
+
+def mark_rolled_back(con, run_id: int, *, by: str | None) -> None:
+    con.execute("""UPDATE model_applications SET rolled_back_at = ?, rolled_back_by = ?
+        WHERE run_id = ? AND rolled_back_at IS NULL""", [now(), by, run_id])
+
+
+def delete_queue(con, queue_id: int) -> None:
+    """Remove a review queue and its items (reviews already made stay: they are label events)."""
+    con.execute("DELETE FROM queue_items WHERE queue_id = ?", [queue_id])
+    con.execute("DELETE FROM queues WHERE queue_id = ?", [queue_id])

@@ -88,7 +88,9 @@ def detect_format(source: Path, labels: Path | None) -> str:
     if labels is not None:
         suffix = labels.suffix.lower()
         if suffix == ".json":
-            return "coco"
+            return "labelstudio" if _first_character(labels) == "[" else "coco"
+        if suffix == ".xml" and labels.is_file():
+            return "cvat"
         if suffix == ".csv":
             return "csv"
         if labels.is_dir() and any(labels.glob("*.xml")):
@@ -101,15 +103,26 @@ def detect_format(source: Path, labels: Path | None) -> str:
     if any(p.is_dir() and not p.name.startswith(".") for p in source.iterdir()):
         return "imagefolder"
     raise FormatError(f"cannot tell the format of {source}: give --format "
-                      "(imagefolder, csv, coco, voc or yolo)")
+                      "(imagefolder, csv, coco, voc, yolo, labelstudio or cvat)")
+
+
+def _first_character(path: Path) -> str:
+    """The first non-blank character of a text file ('' when unreadable): '[' starts a Label
+    Studio export (a list of tasks), '{' a COCO file."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read(4096).lstrip()[:1]
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def read_annotations(source: Path, fmt: str, labels: Path | None = None) -> Annotations:
     """Parse `source` (and the `labels` file or folder, where the format has one)."""
-    from core.formats import coco, csvlabels, imagefolder, voc, yolo
+    from core.formats import coco, csvlabels, cvat, imagefolder, labelstudio, voc, yolo
 
     readers = {"imagefolder": imagefolder.read, "csv": csvlabels.read, "coco": coco.read,
-               "voc": voc.read, "yolo": yolo.read}
+               "voc": voc.read, "yolo": yolo.read, "labelstudio": labelstudio.read,
+               "cvat": cvat.read}
     if fmt not in readers:
         raise FormatError(f"unknown format {fmt!r}: use one of {', '.join(readers)} or auto")
     return readers[fmt](source, labels)

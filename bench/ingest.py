@@ -1,0 +1,279 @@
+"""Benchmark of Sieve's full ingest (core.ingest.ingest) against imagededup and a bare decode loop.
+
+Entry point: `python bench/ingest.py [--quick]` (see --help). For each shared folder it measures,
+in the same run and the same way, images per second of:
+- Sieve: open a new catalog in a temp folder, `ingest(...)` (scan, decode, sha256, phash, dhash,
+  size, rows in DuckDB), close it;
+- imagededup: `PHash().encode_images(folder)`;
+- bare decode: `Image.open(path).load()` for every file, in a pool of the same size (the floor).
+Each measurement runs in a fresh process (no warm pool or import carried over) and is timed there
+as wall time over the whole folder, with the file cache warmed by one read of every file first.
+Contenders take turns, each repeat in another order; the table gives medians. Then Sieve's
+stored hashes are compared with imagehash's phash / dhash of every image (a seeded sample of 5,000
+where a folder holds more than 10,000). Needs imagededup (see requirements-bench.txt).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.config import shared_data_dir  # noqa: E402
+
+FOLDERS = ["cifar10-train/images", "cifar10-test/images", "bccd/images"]
+CONTENDERS = ["sieve", "imagededup", "bare"]
+QUICK_IMAGES = 5_000  # --quick: the first files by name of each folder
+SAMPLE, SAMPLE_ABOVE, SAMPLE_SEED = 5_000, 10_000, 0  # hash check: seeded sample of big folders
+
+
+# --- one measurement, in a child process ---------------------------------------------------------
+
+
+def decode_files(paths: list[str]) -> int:
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+    return len(paths)
+
+
+def time_bare(source: Path, workers: int) -> dict:
+    start = time.perf_counter()
+    paths = sorted(str(p) for p in source.iterdir() if not p.name.startswith("."))
+    chunks = [paths[k:k + 256] for k in range(0, len(paths), 256)]
+    with get_context("fork").Pool(workers) as pool:
+        images = sum(pool.imap_unordered(decode_files, chunks))
+    return {"seconds": time.perf_counter() - start, "images": images}
+
+
+def time_imagededup(source: Path, workers: int) -> dict:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from imagededup.methods import PHash  # imports torch: before the clock starts
+
+    start = time.perf_counter()
+    hashes = PHash(verbose=False).encode_images(image_dir=str(source), num_enc_workers=workers)
+    return {"seconds": time.perf_counter() - start, "images": len(hashes)}
+
+
+def time_sieve(source: Path, workers: int, db: Path) -> dict:
+    from core import catalog
+    from core.ingest import ingest
+
+    start = time.perf_counter()
+    con = catalog.open_catalog(db, program="bench/ingest.py")
+    summary = ingest(con, source, fmt="imagefolder", dataset="bench", workers=workers)
+    con.close()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images": summary.files, "unreadable": summary.unreadable}
+
+
+def run_child(args) -> None:
+    source, workers = Path(args.source), args.workers
+    if args.child == "sieve":
+        result = time_sieve(source, workers, Path(args.db))
+    elif args.child == "imagededup":
+        result = time_imagededup(source, workers)
+    else:
+        result = time_bare(source, workers)
+    print(json.dumps(result))
+
+
+def measure(contender: str, source: Path, workers: int, db: Path) -> dict:
+    """One timed run of `contender` in a fresh interpreter."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", contender,
+               "--source", str(source), "--workers", str(workers), "--db", str(db)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{contender} on {source} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def prepare_source(folder: Path, tmp: Path, *, quick: bool) -> Path:
+    """The folder itself, or with --quick a folder of links to its first QUICK_IMAGES files."""
+    files = image_files(folder)
+    if not quick or len(files) <= QUICK_IMAGES:
+        return folder
+    subset = tmp / ("quick-" + folder.parent.name)
+    subset.mkdir()
+    for path in files[:QUICK_IMAGES]:
+        (subset / path.name).symlink_to(path)
+    return subset
+
+
+def warm_cache(source: Path) -> int:
+    """Read every file once, so that no contender pays for the disk; returns bytes read."""
+    total = 0
+    for path in image_files(source):
+        total += len(path.read_bytes())
+    return total
+
+
+# --- hash agreement ------------------------------------------------------------------------------
+
+
+def imagehash_pair(path: str) -> tuple[int, int]:
+    import imagehash
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        return int(str(imagehash.phash(image)), 16), int(str(imagehash.dhash(image)), 16)
+
+
+def hash_agreement(db: Path, source: Path, workers: int) -> dict:
+    """Share of images whose stored phash and dhash equal imagehash's, over every image or a
+    seeded sample of SAMPLE (folders above SAMPLE_ABOVE images)."""
+    import numpy as np
+
+    from core import catalog
+
+    con = catalog.open_catalog(db, read_only=True)
+    table = catalog.hash_table(con, catalog.find_dataset(con, "bench").dataset_id)
+    con.close()
+    sampled = len(table) > SAMPLE_ABOVE
+    if sampled:
+        rows = np.random.default_rng(SAMPLE_SEED).choice(len(table), SAMPLE, replace=False)
+        table = table.iloc[np.sort(rows)]
+    with get_context("fork").Pool(workers) as pool:
+        reference = pool.map(imagehash_pair, [str(source / p) for p in table["path"]],
+                             chunksize=100)
+    phash = np.array([int(h) == r[0] for h, r in zip(table["phash"], reference)])
+    dhash = np.array([int(h) == r[1] for h, r in zip(table["dhash"], reference)])
+    return {"checked": len(table), "sampled": sampled, "phash": float(phash.mean()),
+            "dhash": float(dhash.mean()), "both": float((phash & dhash).mean())}
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def bench_folder(folder: Path, tmp: Path, *, quick: bool, repeats: int, workers: int) -> dict:
+    """Median seconds per contender on one folder, and the hash agreement of Sieve's catalog."""
+    source = prepare_source(folder, tmp, quick=quick)
+    warm_cache(source)
+    seconds = {c: [] for c in CONTENDERS}
+    images = {}
+    for repeat in range(repeats):
+        order = CONTENDERS[repeat % 3:] + CONTENDERS[:repeat % 3]  # each goes first in turn
+        for contender in order:
+            db = tmp / f"{folder.parent.name}-{repeat}.duckdb"
+            result = measure(contender, source, workers, db)
+            seconds[contender].append(result["seconds"])
+            images[contender] = result["images"]
+            log(f"{folder.parent.name} repeat {repeat + 1}: {contender} {result['images']} images "
+                f"in {result['seconds']:.2f} s ({result['images'] / result['seconds']:,.0f}/s)")
+    if len(set(images.values())) != 1:
+        raise RuntimeError(f"contenders saw different image counts in {source}: {images}")
+    agreement = hash_agreement(db, source, workers)
+    return {"folder": folder.relative_to(folder.parent.parent).as_posix(),
+            "images": images["sieve"], "seconds": {c: statistics.median(s)
+                                                   for c, s in seconds.items()},
+            "runs": seconds, "agreement": agreement}
+
+
+def table_row(result: dict) -> str:
+    n, s, a = result["images"], result["seconds"], result["agreement"]
+    rate = {c: n / s[c] for c in CONTENDERS}
+    checked = f"{a['checked']:,} {'sampled' if a['sampled'] else 'all'}"
+    return (f"| {result['folder']} | {n:,} | {rate['sieve']:,.0f} | {rate['imagededup']:,.0f} | "
+            f"{rate['bare']:,.0f} | {rate['sieve'] / rate['imagededup']:.2f} | "
+            f"{s['bare'] / s['sieve']:.2f} | {100 * a['both']:.2f}% of {checked} "
+            f"(phash {100 * a['phash']:.2f}%, dhash {100 * a['dhash']:.2f}%) |")
+
+
+def print_report(results: list[dict], args, started: str) -> None:
+    subset = f" (--quick: the first {QUICK_IMAGES:,} files of each folder)" if args.quick else ""
+    print(f"\nSieve ingest benchmark: {args.workers} processes each, median of {args.repeats} "
+          f"runs{subset}")
+    print(f"{machine_line()}; load average {started} at start, {load_average()} at end\n")
+    print("| folder | images | Sieve img/s | imagededup img/s | bare decode img/s | "
+          "Sieve / imagededup | bare time / Sieve time | hash agreement with imagehash |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for result in results:
+        print(table_row(result))
+    print("\nSieve: scan, decode, sha256, phash, dhash, size, rows in DuckDB; imagededup: "
+          "PHash().encode_images; bare: Image.open(path).load(). Hash agreement: stored phash "
+          f"and dhash both equal imagehash's (sample: {SAMPLE:,} images, seed {SAMPLE_SEED}).")
+    for r in results:
+        runs = ", ".join(f"{c} " + " / ".join(f"{x:.2f}" for x in r["runs"][c]) for c in CONTENDERS)
+        print(f"Runs (s) {r['folder']}: {runs}")
+    command = [os.path.relpath(sys.executable, ROOT), "bench/ingest.py", *sys.argv[1:]]
+    print(f"\nCommand: cd {ROOT} && {shlex.join(command)}")
+
+
+def machine_line() -> str:
+    from importlib.metadata import version
+
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in
+              (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    packages = ", ".join(f"{name} {version(name)}"
+                         for name in ("pillow", "numpy", "imagehash", "imagededup"))
+    return (f"Machine: {models[0] if models else platform.processor()}, {os.cpu_count()} cores; "
+            f"Python {platform.python_version()}, {packages}")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only the first {QUICK_IMAGES:,} files of each folder")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per contender (median)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes per contender (default: every core)")
+    parser.add_argument("--folders", nargs="+", default=FOLDERS,
+                        help="folders below the shared data folder")
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.child:
+        run_child(args)
+        return 0
+    data, started = shared_data_dir(), load_average()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sieve-bench-ingest-") as tmp:
+        for name in args.folders:
+            results.append(bench_folder(data / name, Path(tmp), quick=args.quick,
+                                        repeats=args.repeats, workers=args.workers))
+    print_report(results, args, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
