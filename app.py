@@ -11,6 +11,7 @@ pages = st.navigation([
     st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     st.Page("pages/agreement.py", title="Agreement", icon=":material/groups:"),
     st.Page("pages/fix.py", title="Fix labels", icon=":material/edit:"),
+    st.Page("pages/autolabel.py", title="Auto-label", icon=":material/model_training:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ])
 ui.sidebar_ui(ui.get_cursor())

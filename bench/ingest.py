@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -50,13 +51,21 @@ def decode_files(paths: list[str]) -> int:
     return len(paths)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def time_bare(source: Path, workers: int) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     paths = sorted(str(p) for p in source.iterdir() if not p.name.startswith("."))
     chunks = [paths[k:k + 256] for k in range(0, len(paths), 256)]
-    with get_context("fork").Pool(workers) as pool:
-        images = sum(pool.imap_unordered(decode_files, chunks))
-    return {"seconds": time.perf_counter() - start, "images": images}
+    pool = get_context("fork").Pool(workers)
+    images = sum(pool.imap_unordered(decode_files, chunks))
+    pool.close()
+    pool.join()
+    return {"seconds": time.perf_counter() - start, "images": images, "cpu": cpu_seconds() - cpu}
 
 
 def time_imagededup(source: Path, workers: int) -> dict:
@@ -67,21 +76,37 @@ def time_imagededup(source: Path, workers: int) -> dict:
     logging.disable(logging.WARNING)
     from imagededup.methods import PHash  # imports torch: before the clock starts
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     hashes = PHash(verbose=False).encode_images(image_dir=str(source), num_enc_workers=workers)
-    return {"seconds": time.perf_counter() - start, "images": len(hashes)}
+    return {"seconds": time.perf_counter() - start, "images": len(hashes),
+            "cpu": cpu_seconds() - cpu}
 
 
 def time_sieve(source: Path, workers: int, db: Path) -> dict:
     from core import catalog
     from core.ingest import ingest
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     con = catalog.open_catalog(db, program="bench/ingest.py")
     summary = ingest(con, source, fmt="imagefolder", dataset="bench", workers=workers)
     con.close()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images": summary.files, "unreadable": summary.unreadable}
+    return {"seconds": seconds, "images": summary.files, "unreadable": summary.unreadable,
+            "cpu": cpu_seconds() - cpu + worker_server_cpu()}
+
+
+def worker_server_cpu() -> float:
+    """CPU time of Sieve's worker server and of the workers it has reaped (they are its
+    children, not ours); read from /proc, 0 where there is none."""
+    import multiprocessing.forkserver
+
+    time.sleep(0.2)  # the server reaps the last workers
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    stat = Path(f"/proc/{pid}/stat")
+    if not pid or not stat.exists():
+        return 0.0
+    ticks = stat.read_text().rsplit(")", 1)[1].split()[11:15]  # utime stime cutime cstime
+    return sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def run_child(args) -> None:
@@ -171,37 +196,48 @@ def hash_agreement(db: Path, source: Path, workers: int) -> dict:
 
 
 def bench_folder(folder: Path, tmp: Path, *, quick: bool, repeats: int, workers: int) -> dict:
-    """Median seconds per contender on one folder, and the hash agreement of Sieve's catalog."""
+    """Every run of every contender on one folder, and the hash agreement of Sieve's catalog."""
     source = prepare_source(folder, tmp, quick=quick)
     warm_cache(source)
-    seconds = {c: [] for c in CONTENDERS}
-    images = {}
+    runs = {c: [] for c in CONTENDERS}
     for repeat in range(repeats):
         order = CONTENDERS[repeat % 3:] + CONTENDERS[:repeat % 3]  # each goes first in turn
         for contender in order:
-            db = tmp / f"{folder.parent.name}-{repeat}.duckdb"
+            db = tmp / f"{folder.parent.name}-{repeat}.duckdb"  # Sieve's catalog of this repeat
             result = measure(contender, source, workers, db)
-            seconds[contender].append(result["seconds"])
-            images[contender] = result["images"]
+            runs[contender].append(result)
             log(f"{folder.parent.name} repeat {repeat + 1}: {contender} {result['images']} images "
-                f"in {result['seconds']:.2f} s ({result['images'] / result['seconds']:,.0f}/s)")
+                f"in {result['seconds']:.2f} s ({result['images'] / result['seconds']:,.0f}/s), "
+                f"CPU {result['cpu']:.2f} s")
+    images = {c: r[-1]["images"] for c, r in runs.items()}
     if len(set(images.values())) != 1:
         raise RuntimeError(f"contenders saw different image counts in {source}: {images}")
-    agreement = hash_agreement(db, source, workers)
     return {"folder": folder.relative_to(folder.parent.parent).as_posix(),
-            "images": images["sieve"], "seconds": {c: statistics.median(s)
-                                                   for c, s in seconds.items()},
-            "runs": seconds, "agreement": agreement}
+            "images": images["sieve"], "runs": runs,
+            "agreement": hash_agreement(db, source, workers)}
+
+
+def median_of(result: dict, contender: str, key: str) -> float:
+    return statistics.median(run[key] for run in result["runs"][contender])
 
 
 def table_row(result: dict) -> str:
-    n, s, a = result["images"], result["seconds"], result["agreement"]
+    n, a = result["images"], result["agreement"]
+    s = {c: median_of(result, c, "seconds") for c in CONTENDERS}
     rate = {c: n / s[c] for c in CONTENDERS}
     checked = f"{a['checked']:,} {'sampled' if a['sampled'] else 'all'}"
     return (f"| {result['folder']} | {n:,} | {rate['sieve']:,.0f} | {rate['imagededup']:,.0f} | "
             f"{rate['bare']:,.0f} | {rate['sieve'] / rate['imagededup']:.2f} | "
             f"{s['bare'] / s['sieve']:.2f} | {100 * a['both']:.2f}% of {checked} "
             f"(phash {100 * a['phash']:.2f}%, dhash {100 * a['dhash']:.2f}%) |")
+
+
+def cpu_row(result: dict) -> str:
+    cpu = {c: median_of(result, c, "cpu") for c in CONTENDERS}
+    per = {c: 1e6 * cpu[c] / result["images"] for c in CONTENDERS}  # microseconds per image
+    return (f"| {result['folder']} | {per['sieve']:,.0f} | {per['imagededup']:,.0f} | "
+            f"{per['bare']:,.0f} | {cpu['imagededup'] / cpu['sieve']:.2f} | "
+            f"{cpu['bare'] / cpu['sieve']:.2f} |")
 
 
 def print_report(results: list[dict], args, started: str) -> None:
@@ -214,11 +250,18 @@ def print_report(results: list[dict], args, started: str) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for result in results:
         print(table_row(result))
+    print("\nCPU time of all processes (less sensitive than wall time to other load on the "
+          "machine), microseconds per image:\n")
+    print("| folder | Sieve | imagededup | bare decode | imagededup / Sieve | bare / Sieve |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for result in results:
+        print(cpu_row(result))
     print("\nSieve: scan, decode, sha256, phash, dhash, size, rows in DuckDB; imagededup: "
           "PHash().encode_images; bare: Image.open(path).load(). Hash agreement: stored phash "
           f"and dhash both equal imagehash's (sample: {SAMPLE:,} images, seed {SAMPLE_SEED}).")
     for r in results:
-        runs = ", ".join(f"{c} " + " / ".join(f"{x:.2f}" for x in r["runs"][c]) for c in CONTENDERS)
+        runs = ", ".join(f"{c} " + " / ".join(f"{x['seconds']:.2f}" for x in r["runs"][c])
+                         for c in CONTENDERS)
         print(f"Runs (s) {r['folder']}: {runs}")
     command = [os.path.relpath(sys.executable, ROOT), "bench/ingest.py", *sys.argv[1:]]
     print(f"\nCommand: cd {ROOT} && {shlex.join(command)}")

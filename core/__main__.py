@@ -1,8 +1,8 @@
 """Command line: `python -m core COMMAND --db FILE ...`; human-readable output, `--json` for scripts.
 
-Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export. Each opens the
-catalog itself; if the dashboard holds the file for writing, the command says so and exits with
-status 3.
+Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export, train,
+autolabel, label-issues. Each opens the catalog itself; if the dashboard holds the file for
+writing, the command says so and exits with status 3.
 """
 from __future__ import annotations
 
@@ -245,6 +245,161 @@ def cmd_export(args) -> int:
         print(f"  note: {warning}")
     return 0
 
+# ---- micro-models: train, autolabel, label-issues
+
+
+def _class_list(values: list[str] | None) -> tuple[str, ...] | None:
+    """--classes a b c, or a,b,c."""
+    if not values:
+        return None
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def _run_summary(run: dict) -> dict:
+    """The parts of a run the command line prints: evaluation headline and thresholds."""
+    from core import modeleval
+
+    metrics = run["metrics"] or {}
+    summary = {"run_id": int(run["run_id"]), "status": run["status"], "task": run["task"],
+               "classes": [name for name, _ in run["classes"]], "weights": run["weights"],
+               "training": metrics.get("training"), "prediction": metrics.get("prediction")}
+    stored = metrics.get("evaluation")
+    if stored:
+        evaluation = modeleval.Evaluation.from_json(stored)
+        summary["evaluation"] = {
+            "images": evaluation.n_images, "accuracy": evaluation.accuracy,
+            "kappa": asdict(evaluation.kappa),
+            "threshold_for_precision": {str(p): modeleval.threshold_for_precision(
+                evaluation.coverage, p) for p in (0.9, 0.95, 0.99)},
+            "coverage_at_precision": {str(p): float(evaluation.coverage.loc[
+                evaluation.coverage["precision"] >= p, "coverage"].max() or 0)
+                for p in (0.9, 0.95, 0.99)}}
+    return summary
+
+
+def _print_run(summary: dict) -> None:
+    training = summary["training"] or {}
+    print(f"run {summary['run_id']} ({summary['task']}: {', '.join(summary['classes'])}): "
+          f"{summary['status']}; {training.get('train_images')} training images, "
+          f"{training.get('epochs')} epochs in {training.get('seconds', 0):.1f} s"
+          + (" (stopped by the time limit)" if training.get("stopped_by_time") else ""))
+    evaluation = summary.get("evaluation")
+    if not evaluation:
+        print("no held-out labels: nothing to evaluate on (use --per-class to keep some back)")
+    else:
+        kappa = evaluation["kappa"]
+        print(f"held-out: {evaluation['images']} images, accuracy {evaluation['accuracy']:.3f}, "
+              f"Cohen's kappa {kappa['value']:.3f} [95% CI {kappa['ci_low']:.3f}, "
+              f"{kappa['ci_high']:.3f}]")
+        for p, threshold in evaluation["threshold_for_precision"].items():
+            coverage = evaluation["coverage_at_precision"][p]
+            where = f"threshold {threshold:.3f}" if threshold is not None else "not reachable"
+            print(f"  precision {float(p):.0%}: {where}, covers {coverage:.1%} of held-out images")
+    print(f"weights: {summary['weights']}")
+
+
+def cmd_train(args) -> int:
+    from core import autolabel, jobs
+
+    con = catalog.open_catalog(args.db, program="python -m core train")
+    dataset = _pick_dataset(con, args.dataset)
+    overrides = {"seconds": args.seconds, "arch": args.arch, "image_size": args.image_size}
+    request = autolabel.TrainRequest(
+        classes=_class_list(args.classes), split=args.split, per_class=args.per_class,
+        seed=args.seed, weights=str(args.weights) if args.weights else None,
+        task="find-more" if args.find_more else "classify", positive=args.find_more,
+        config=tuple((k, v) for k, v in overrides.items() if v is not None))
+    params = {"dataset": dataset.name, **{k: v for k, v in asdict(request).items() if v}}
+    bar = None if args.json else _progress_bar("train")
+    try:
+        run_id = jobs.run_job(con, "train", params, lambda cursor, progress, job_id:
+                              autolabel.train_run(cursor, dataset, request, job_id=job_id,
+                                                  created_by=args.user, progress=progress),
+                              progress=bar)
+    finally:
+        if bar:
+            bar.close()
+    summary = _run_summary(catalog.model_run(con, run_id))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_run(summary)
+    return 0
+
+
+def _threshold(con, args) -> float:
+    from core import autolabel, modeleval
+
+    if args.threshold is not None:
+        return args.threshold
+    evaluation = autolabel.run_evaluation(con, args.run)
+    if evaluation is None:
+        raise catalog.CatalogError(f"run {args.run} has no held-out evaluation: give --threshold")
+    threshold = modeleval.threshold_for_precision(evaluation.coverage, args.precision)
+    if threshold is None:
+        raise catalog.CatalogError(f"run {args.run} reaches precision {args.precision} at no "
+                                   "threshold on its held-out images: give --threshold")
+    return threshold
+
+
+def cmd_autolabel(args) -> int:
+    from core import autolabel
+
+    con = catalog.open_catalog(args.db, program="python -m core autolabel")
+    if args.rollback is not None:
+        removed = autolabel.rollback_run(con, args.rollback, by=args.user)
+        report = {"run_id": args.rollback, "removed": removed}
+        print(json.dumps(report) if args.json else
+              f"run {args.rollback} rolled back: {removed} model labels removed (as delete "
+              "events), its review queues deleted")
+        return 0
+    if args.run is None or (args.threshold is None and args.precision is None):
+        raise catalog.CatalogError("give --run ID with --threshold T (or --precision P), "
+                                   "or --rollback ID")
+    result = autolabel.apply_run(con, args.run, threshold=_threshold(con, args),
+                                 strategy=args.strategy, include_labelled=args.include_labelled,
+                                 created_by=args.user)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(f"run {result.run_id} at threshold {result.threshold:.3f}: {result.labelled} model "
+              f"labels written, {result.queued} images queued for review"
+              + (f" (queue {result.queue_id}, {result.strategy} first)" if result.queue_id else ""))
+    return 0
+
+
+def cmd_label_issues(args) -> int:
+    from core import suspects
+
+    con = catalog.open_catalog(args.db, read_only=not args.queue,
+                               program="python -m core label-issues")
+    dataset = _pick_dataset(con, args.dataset)
+    overrides = {"seconds": args.seconds, "arch": args.arch}
+    bar = None if args.json else _progress_bar("label-issues")
+    try:
+        issues = suspects.find_label_issues(
+            con, dataset, split=args.split, train_split=args.train_split, folds=args.folds,
+            classes=_class_list(args.classes), seed=args.seed, progress=bar,
+            config=tuple((k, v) for k, v in overrides.items() if v is not None))
+    except ValueError as err:
+        raise catalog.CatalogError(str(err)) from err
+    finally:
+        if bar:
+            bar.close()
+    if args.csv:
+        Path(args.csv).write_text(suspects.issues_csv(issues))
+    queue_id = suspects.send_to_queue(con, dataset, issues, created_by=args.user) if args.queue else None
+    if args.json:
+        print(issues.drop(columns="image_id").to_json(orient="records", indent=2))
+        return 0
+    print(f"{len(issues)} suspect labels in {dataset.name}"
+          + (f" split {args.split}" if args.split else "")
+          + (f" (review queue {queue_id})" if queue_id else "") + ", most suspect first:")
+    print(issues.head(args.limit).drop(columns="image_id").to_string(index=False))
+    return 0
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +479,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add augmented copies of minority-class train images up to the target")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+
+    p = add("train", cmd_train, "train a micro-model on people's labels, evaluate it on "
+                                "held-out labels and predict the unlabelled images")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--split", help="take training labels from this split (default: all)")
+    p.add_argument("--classes", nargs="+", help="classes to learn (default: every class used)")
+    p.add_argument("--per-class", type=int, help="people's labels per class to train on; the "
+                   "rest are held out (default: all but 20%%)")
+    p.add_argument("--find-more", metavar="CLASS", help="one class against every other")
+    p.add_argument("--seconds", type=float, default=60, help="training time limit (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="label choice, weights, augmentation")
+    p.add_argument("--weights", type=Path, help="pretrained backbone: a Sieve checkpoint, or a "
+                   "torchvision resnet18 state dict with --arch resnet18")
+    p.add_argument("--arch", choices=["patches", "cnn", "resnet18"], help="default: patches")
+    p.add_argument("--image-size", type=int, help="images are squashed to this square "
+                   "(default 32)")
+    p.add_argument("--user", help="who trains (recorded on the run)")
+
+    p = add("autolabel", cmd_autolabel, "write a run's confident predictions as model labels "
+                                        "and queue the rest for review; or roll a run back")
+    p.add_argument("--run", type=int, help="the model run to apply")
+    p.add_argument("--threshold", type=float, help="lowest confidence written as a label")
+    p.add_argument("--precision", type=float, help="instead of --threshold: the lowest "
+                   "threshold reaching this precision on the run's held-out images")
+    p.add_argument("--strategy", default="least-confidence",
+                   choices=["least-confidence", "margin", "entropy"],
+                   help="review queue order, most uncertain first")
+    p.add_argument("--include-labelled", action="store_true", help="also label images people "
+                   "labelled (a model label never overrides a person's)")
+    p.add_argument("--rollback", type=int, metavar="ID", help="remove everything run ID wrote")
+    p.add_argument("--user", help="who applies (recorded on the queue)")
+
+    p = add("label-issues", cmd_label_issues, "people's labels that are probably wrong, by "
+            "confident learning on out-of-sample predictions, most suspect first")
+    p.add_argument("--dataset", help="dataset (default: the first)")
+    p.add_argument("--split", help="labels to check (default: all)")
+    p.add_argument("--train-split", help="score --split with a model trained on this split "
+                   "(default: cross-training within --split)")
+    p.add_argument("--folds", type=int, default=5, help="cross-training folds (default 5)")
+    p.add_argument("--classes", nargs="+", help="classes to check (default: all)")
+    p.add_argument("--seconds", type=float, help="time limit per model (default 60)")
+    p.add_argument("--arch", choices=["patches", "cnn", "resnet18"], help="default: patches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--csv", type=Path, help="also write the list to this CSV file")
+    p.add_argument("--queue", action="store_true", help="send them to a review queue")
+    p.add_argument("--limit", type=int, default=30, help="rows printed (default 30)")
+    p.add_argument("--user", help="who asks (recorded on the queue)")
 
     p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
     p.add_argument("--dataset", help="one dataset (default: all)")

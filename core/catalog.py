@@ -1329,23 +1329,16 @@ def objects_as_of(con, dataset_id: int, point: Point, *, with_models: bool) -> p
 
 def labels_with_provenance(con, dataset_id: int, point: Point, *,
                            with_models: bool) -> pd.DataFrame:
-    """Columns: image_id, kind, class, x, y, w, h, points, annotator, annotator_kind, source,
-    event_id, object_id, replaces, created_at, model_run_id, score, flag, resolved — every
-    annotator's labels at `point` (`resolved`: the label is, or agrees with, the resolved one)."""
-    args = [dataset_id, point.max_event_id, with_models]
+    """Columns: image_id, kind, class_id, class, x, y, w, h, points, annotator, annotator_kind,
+    source, event_id, object_id, replaces, created_at, model_run_id, score, flag — every
+    annotator's labels at `point`, by image then object."""
     return con.execute("""
-        WITH rc AS (SELECT image_id, class_id FROM resolved_class_as_of(?, ?, ?, ?)),
-             ro AS (SELECT object_id FROM resolved_objects_as_of(?, ?, ?))
-        SELECT l.image_id, l.kind, c.name AS class, l.x, l.y, l.w, l.h, l.points, l.annotator,
-               l.annotator_kind, l.source, l.event_id, l.object_id, l.replaces, l.created_at,
-               l.model_run_id, l.score, l.flag,
-               coalesce(CASE WHEN l.kind = 'class' THEN rc.class_id = l.class_id
-                             ELSE ro.object_id IS NOT NULL END, false) AS resolved
+        SELECT l.image_id, l.kind, l.class_id, c.name AS class, l.x, l.y, l.w, l.h, l.points,
+               l.annotator, l.annotator_kind, l.source, l.event_id, l.object_id, l.replaces,
+               l.created_at, l.model_run_id, l.score, l.flag
         FROM people_labels_as_of(?, ?, ?) l
         JOIN classes c ON c.dataset_id = l.dataset_id AND c.class_id = l.class_id
-        LEFT JOIN rc ON l.kind = 'class' AND rc.image_id = l.image_id
-        LEFT JOIN ro ON l.kind <> 'class' AND ro.object_id = l.object_id
-        ORDER BY l.image_id, l.object_id""", args + [point.snapshot_id] + args * 2).df()
+        ORDER BY l.image_id, l.object_id""", [dataset_id, point.max_event_id, with_models]).df()
 
 
 def label_changes(con, dataset_id: int, before: Point, after: Point) -> pd.DataFrame:
@@ -1522,10 +1515,10 @@ def model_run(con, run_id: int) -> dict:
 
 
 def model_run_table(con, dataset_id: int) -> pd.DataFrame:
-    """Columns: run_id, task, status, classes, created_by, created_at, applied (labels of the
-    run now current), accuracy (held-out, NULL before evaluation) — newest first."""
+    """Columns: run_id, task, status, classes, created_by, created_at, job_id, applied (labels
+    of the run now current), accuracy (held-out, NULL before evaluation) — newest first."""
     return con.execute("""
-        SELECT r.run_id, r.task, r.status, r.classes, r.created_by, r.created_at,
+        SELECT r.run_id, r.task, r.status, r.classes, r.created_by, r.created_at, r.job_id,
                (SELECT count(*) FROM current_labels c WHERE c.model_run_id = r.run_id) AS applied,
                try_cast(json_extract(r.metrics, '$.evaluation.accuracy') AS DOUBLE) AS accuracy
         FROM model_runs r WHERE r.dataset_id = ? ORDER BY r.run_id DESC""", [dataset_id]).df()

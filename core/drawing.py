@@ -38,7 +38,7 @@ def polygon_shape(points, *, label: str | None, ref: int | None = None) -> Shape
                  round(max(ys) - min(ys), DIGITS), points, ref)
 
 
-def display_scale(width: int, height: int, *, fit: tuple[int, int] = (600, 540),
+def display_scale(width: int, height: int, *, fit: tuple[int, int] = (640, 560),
                   zoom: float = 1.0) -> float:
     """Canvas pixels per image pixel: the image fitted into `fit` (width, height), times `zoom`.
     Images smaller than `fit` grow by a whole factor, so each pixel stays a crisp square."""

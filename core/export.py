@@ -545,16 +545,22 @@ TABLE_COLUMNS = ["image", "label", "annotator", "split", "kind", "x", "y", "w", 
                  "created_at", "model_run_id", "score", "flag", "resolved", "image_id"]
 
 
-def label_table(con, dataset, point, images: pd.DataFrame, options) -> pd.DataFrame:
+def label_table(con, dataset, point, images: pd.DataFrame, objects: pd.DataFrame,
+                options) -> pd.DataFrame:
     """One row per label of every annotator on the exported images, with its provenance
-    (TABLE_COLUMNS). `annotator` is blank for the dataset's own imported labels, so that
+    (TABLE_COLUMNS; `resolved`: the label is the resolved object, or agrees with the image's
+    resolved class). `annotator` is blank for the dataset's own imported labels, so that
     `ingest --format csv` gives them back to the given layer; `layer` always names it."""
     labels = catalog.labels_with_provenance(con, dataset.dataset_id, point,
                                             with_models=options.model_labels)
-    labels = labels.merge(images[["image_id", "file", "split"]], on="image_id")
+    labels = labels.merge(images[["image_id", "file", "split", "class_id"]], on="image_id",
+                          suffixes=("", "_resolved"))
+    whole = labels["kind"] == "class"
+    resolved = (whole & (labels["class_id"] == labels["class_id_resolved"]).fillna(False)) | \
+        (~whole & labels["object_id"].isin(objects["object_id"]))
     given = labels["annotator_kind"] == "import"
     labels = labels.assign(image=labels["file"], label=labels["class"], layer=labels["annotator"],
-                           annotator=labels["annotator"].where(~given, None))
+                           annotator=labels["annotator"].where(~given, None), resolved=resolved)
     return labels[TABLE_COLUMNS]
 
 
@@ -649,8 +655,8 @@ def _write_labels(con, dataset, point, out: Path, images, objects, options,
     """The format's label files, class weights and manifest: (files written, warnings)."""
     classes = catalog.class_table(con, dataset.dataset_id)["name"].tolist()
     if options.format in TABLE_FORMATS:
-        written, warnings = write_table(out, label_table(con, dataset, point, images, options),
-                                        options.format), []
+        table = label_table(con, dataset, point, images, objects, options)
+        written, warnings = write_table(out, table, options.format), []
     else:
         info = {"description": f"Sieve export of {dataset.name}",
                 "version": snapshot or snapshots.NOW,

@@ -10,9 +10,11 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +91,17 @@ def probe_all(paths: list, known_sha: list, *, workers: int) -> Iterator[list[Pr
         for chunk_paths, chunk_sha in chunks[1:]:
             yield probe_files(chunk_paths, chunk_sha)
         return
-    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
-        for batch in pool.map(probe_batch, *zip(*chunks[1:])):  # columns: cheap to send back
-            yield batch.results()
+    done = 1
+    try:
+        with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+            for batch in pool.map(probe_batch, *zip(*chunks[1:])):  # columns: cheap to send back
+                done += 1
+                yield batch.results()
+    except BrokenProcessPool as err:  # a worker was killed (memory, signal): finish here
+        warnings.warn(f"a reader process stopped ({err}); reading the remaining "
+                      f"{len(chunks) - done} chunks in this process", RuntimeWarning, stacklevel=2)
+        for chunk_paths, chunk_sha in chunks[done:]:
+            yield probe_files(chunk_paths, chunk_sha)
 
 
 def _worker_context():

@@ -132,6 +132,7 @@ def _cnn_features(width: int) -> tuple[nn.Module, int]:
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ENCODE_CHUNK = 25  # images encoded at once: keeps the (chunk, K, H, W) responses in cache
+PATCHES_PER_IMAGE = 200  # dictionary patches drawn per image, up to `samples`
 
 
 class Standardise(nn.Module):
@@ -168,7 +169,8 @@ class PatchEncoder(nn.Module):
     def fit(self, images: torch.Tensor, *, generator: torch.Generator, samples: int = 50_000,
             iterations: int = 10, eps: float = 0.1) -> None:
         """Learn the whitening and the atoms from random patches of (N, 3, S, S) floats."""
-        p = _normalise_patches(_random_patches(images, samples, self.patch, generator))
+        count = min(samples, PATCHES_PER_IMAGE * len(images))
+        p = _normalise_patches(_random_patches(images, count, self.patch, generator))
         centre = p.mean(dim=0)
         values, vectors = torch.linalg.eigh(torch.cov((p - centre).T))
         whiten = vectors @ torch.diag(1 / torch.sqrt(values.clamp_min(0) + eps)) @ vectors.T

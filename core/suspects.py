@@ -122,3 +122,86 @@ def find_suspect_labels(given, probs, *, method: str = "prune_by_noise_rate") ->
                           "p_suggested": probs[flagged, suggested]})
     return frame.sort_values(["score", "row"], ascending=[False, True], kind="stable",
                              ignore_index=True)
+
+
+# ---------------------------------------------------------------- on a catalog
+
+
+def _given_labels(con, dataset, *, split: str | None, classes) -> tuple[pd.DataFrame, list[str]]:
+    """People's labels of the split (columns image_id, path, split, class_id, label) and the
+    class names in label order."""
+    from core import catalog
+
+    labels = catalog.human_class_labels(con, dataset.dataset_id, split=split)
+    table = catalog.class_table(con, dataset.dataset_id)
+    if classes:
+        table = table[table["name"].isin(classes)]
+    table = table[table["class_id"].isin(labels["class_id"])]
+    index = {c: k for k, c in enumerate(table["class_id"])}
+    labels = labels[labels["class_id"].isin(index)]
+    return labels.assign(label=labels["class_id"].map(index)), table["name"].tolist()
+
+
+def find_label_issues(con, dataset, *, split: str | None = None, train_split: str | None = None,
+                      folds: int = 5, classes=None, config=(), seed: int = 0,
+                      weights: str | None = None, progress=None) -> pd.DataFrame:
+    """People's labels of `split` that are probably wrong, most suspect first.
+
+    Out-of-sample probabilities come from `folds`-fold cross-training within the split, or,
+    with `train_split`, from one model trained on that split's labels. `config`: MicroConfig
+    fields to override as (field, value) pairs. Columns: image_id, image (path as stored),
+    split, given, suggested (class names), score (1 - p[given]), p_given, p_suggested.
+    """
+    from core import micromodel
+
+    given, names = _given_labels(con, dataset, split=split, classes=classes)
+    if len(names) < 2:
+        raise ValueError(f"people labelled {len(names)} class(es) in "
+                         f"{split or 'the dataset'}: suspect labels need two or more")
+    cfg = micromodel.MicroConfig(classes=tuple(names), seed=seed, **dict(config))
+    paths = [f"{dataset.root}/{p}" for p in given["path"]]
+    pixels = micromodel.load_images(paths, size=cfg.image_size)
+    if train_split is None:
+        probs = micromodel.cross_val_proba(pixels, given["label"].to_numpy(), config=cfg,
+                                           folds=folds, weights=weights, progress=progress)
+    else:
+        train, train_names = _given_labels(con, dataset, split=train_split, classes=names)
+        if train_names != names:
+            raise ValueError(f"split {train_split!r} has labels of {', '.join(train_names)}, "
+                             f"but {split or 'the dataset'} has {', '.join(names)}")
+        images = micromodel.load_images([f"{dataset.root}/{p}" for p in train["path"]],
+                                        size=cfg.image_size)
+        model = micromodel.train_micromodel(images, train["label"].to_numpy(), config=cfg,
+                                            unlabelled=pixels, weights=weights,
+                                            progress=progress).model
+        probs = micromodel.predict_proba(model, pixels)
+    return _issue_table(given.reset_index(drop=True), names, probs)
+
+
+def _issue_table(given: pd.DataFrame, names: list[str], probs: np.ndarray) -> pd.DataFrame:
+    found = find_suspect_labels(given["label"].to_numpy(), probs)
+    rows = given.iloc[found["row"].to_numpy()]
+    return pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "image": rows["path"].to_numpy(),
+                         "split": rows["split"].to_numpy(),
+                         "given": np.array(names, dtype=object)[found["given"].to_numpy()],
+                         "suggested": np.array(names, dtype=object)[found["suggested"].to_numpy()],
+                         "score": found["score"].to_numpy(), "p_given": found["p_given"].to_numpy(),
+                         "p_suggested": found["p_suggested"].to_numpy()})
+
+
+def send_to_queue(con, dataset, issues: pd.DataFrame, *, created_by: str | None = None,
+                  name: str = "suspect labels") -> int:
+    """A review queue (kind 'suspect') of the issues in their order, each with its reason."""
+    from core import catalog
+
+    reasons = [f"given {g}, likely {s} (p {ps:.2f} vs {pg:.2f})" for g, s, ps, pg in
+               zip(issues["given"], issues["suggested"], issues["p_suggested"], issues["p_given"])]
+    items = pd.DataFrame({"image_id": issues["image_id"].to_numpy(), "reason": reasons})
+    return catalog.create_queue(con, dataset.dataset_id, name, "suspect", items,
+                                created_by=created_by)
+
+
+def issues_csv(issues: pd.DataFrame) -> str:
+    """The issues as CSV text: image, split, given, suggested, score, p_given, p_suggested."""
+    columns = ["image", "split", "given", "suggested", "score", "p_given", "p_suggested"]
+    return issues[columns].to_csv(index=False, float_format="%.4f")

@@ -258,8 +258,9 @@ def toolbar_ui(pos: int, total: int, reason: str) -> None:
     bar.markdown(f"**{pos + 1:,} of {total:,}**" + (f" · {reason}" if reason else ""))
 
 
-def messages_ui(con, view) -> None:
-    """A conflict with its two ways out, notes left by the last action, a newer change."""
+def messages_ui(con, view, *, fresh: bool) -> None:
+    """A conflict with its two ways out, notes left by the last action, and a change someone
+    made after the view was read (not `fresh`: read in an earlier run)."""
     conflict = st.session_state.get("fix_conflict")
     if conflict:
         st.warning(conflict["message"], icon=":material/sync_problem:")
@@ -270,8 +271,8 @@ def messages_ui(con, view) -> None:
                     help="Save your change on top of theirs (both stay in the history)")
     for level, text in st.session_state.get("fix_notes", []):
         getattr(st, level)(text)
-    newer = catalog.latest_image_event(con, view.image_id)
-    if newer and newer[0] > view.based_on and not conflict:
+    newer = None if fresh or conflict else catalog.latest_image_event(con, view.image_id)
+    if newer and newer[0] > view.based_on:
         st.info(f"{newer[1]} changed this image at {newer[2]:%H:%M:%S} UTC, after you opened it.")
         st.button("Reload", key="fix_reload_newer", on_click=on_reload)
 
@@ -303,10 +304,8 @@ if not linked_elsewhere and (st.query_params.get("queue"), st.query_params.get("
 
 state = st.session_state.get("fix_state")
 reload = st.session_state.pop("fix_reload", False)
-if reload or not state or (state["view"].image_id, state["view"].user) != (image_id, user):
-    view = edits.load_view(con, image_id, user=user)  # kept until a save, a reload or a move
-else:
-    view = state["view"]
+fresh = reload or not state or (state["view"].image_id, state["view"].user) != (image_id, user)
+view = edits.load_view(con, image_id, user=user) if fresh else state["view"]  # kept till a save
 names = facts["classes"]["name"].tolist()
 colours = canvas.class_colours(names)
 whole_image = "class" in facts["kinds"]
@@ -314,9 +313,9 @@ if st.session_state.get("fix_new_class") not in names:
     st.session_state["fix_new_class"] = names[0] if names else None
 
 toolbar_ui(pos, len(ids), frame["reason"].iloc[pos])
-messages_ui(con, view)
+messages_ui(con, view, fresh=fresh)
 image = view.image
-left, right = st.columns([7, 4])
+left, right = st.columns([8, 4])
 with right:
     st.caption(f"`{image['path']}` · split {image['split'] or '-'} · {image['width']} x "
                f"{image['height']} px · image {image_id}")

@@ -84,7 +84,7 @@ def test_fix_page_draw_move_undo_polygon_in_chromium(bccd_db):
         settle(page)
         page.locator("[class*='st-key-fix_class_'] button", has_text="WBC").click()
         settle(page)
-        x, y = canvas_origin(page)                       # BCCD 640x480 at 0.9375 canvas px / px
+        x, y = canvas_origin(page)                       # BCCD's 640x480 at 1 canvas px / px
         drag(page, (x + 30, y + 30), (x + 130, y + 105))
         press(page, "fix_save", then="1 added.")         # after copying the given boxes
 
@@ -116,13 +116,13 @@ def test_fix_page_draw_move_undo_polygon_in_chromium(bccd_db):
             (SELECT annotator_id FROM annotators WHERE name = 'tester'))
         ORDER BY e.event_id""").fetchall()
     con.close()
-    (added, moved, undone, polygon), scale = rows, 0.9375
+    added, moved, undone, polygon = rows
     assert added[2:5] == ("box", "set", "WBC") and (added[10], added[12]) == ("edit", "save")
-    assert added[5:9] == pytest.approx((30 / scale, 30 / scale, 100 / scale, 75 / scale), abs=1.2)
+    assert added[5:9] == pytest.approx((30, 30, 100, 75), abs=1.2)
     assert (moved[1], moved[11], moved[12]) == (added[1], added[0], "save")  # same object
-    assert (moved[5] - added[5], moved[6] - added[6]) == pytest.approx((64, 32), abs=1.2)
+    assert (moved[5] - added[5], moved[6] - added[6]) == pytest.approx((60, 30), abs=1.2)
     assert (undone[1], undone[11], undone[12]) == (added[1], moved[0], "undo")
     assert undone[5:9] == pytest.approx(added[5:9])
     assert polygon[2:5] == ("polygon", "set", "WBC")
-    points = [v for point in json.loads(polygon[9]) for v in point]  # the clicks / 0.9375
-    assert points == pytest.approx([320, 320, 416, 330.67, 394.67, 416, 330.67, 405.33], abs=1.2)
+    points = [v for point in json.loads(polygon[9]) for v in point]  # where it was clicked
+    assert points == pytest.approx([300, 300, 390, 310, 370, 390, 310, 380], abs=1.2)

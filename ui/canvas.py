@@ -60,6 +60,13 @@ def _draw_overlay(draw, item: tuple, scale: float, font) -> None:
               stroke_fill="white")
 
 
+def _shown_as_is(image: Image.Image) -> bool:
+    """Whether a browser draws this file exactly as the catalog sizes it: a JPEG or PNG in RGB
+    or grey, not turned by an EXIF orientation."""
+    return (image.format in ("JPEG", "PNG") and image.mode in ("RGB", "L")
+            and image.getexif().get(0x0112, 1) == 1)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def background_image(root: str, path: str, raw: bytes | None, *, scale: float,
                      overlays: tuple = ()) -> bytes | None:
@@ -69,12 +76,17 @@ def background_image(root: str, path: str, raw: bytes | None, *, scale: float,
     full = os.path.join(os.fsencode(root), raw) if raw else os.path.join(root, path)
     try:
         with Image.open(full) as image:
+            if scale == 1 and not overlays and _shown_as_is(image):
+                with open(full, "rb") as file:
+                    return file.read()  # nothing to change: no decoding, no encoding
             image = ImageOps.exif_transpose(image).convert("RGB")
     except Exception:  # noqa: BLE001 — an unreadable file gets no background
         return None
     size = (max(round(image.width * scale), 1), max(round(image.height * scale), 1))
-    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
-    image = image.resize(size, resample)
+    resample = Image.Resampling.NEAREST if scale >= 1 else (
+        Image.Resampling.BILINEAR if scale > 0.5 else Image.Resampling.LANCZOS)
+    if size != image.size:
+        image = image.resize(size, resample)
     if overlays:
         draw, font = ImageDraw.Draw(image), ImageFont.load_default(size=11)
         for item in overlays:

@@ -1,0 +1,183 @@
+"""Auto-label: train a micro-model on a few people's labels (a background job with a live loss
+chart), check it on held-out labels, pick a threshold on the precision-coverage curve, label
+what it is sure of and queue the rest, roll back; find suspect labels by confident learning."""
+import json
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+from core import autolabel, catalog, jobs, modeleval, suspects
+
+con = ui.get_cursor()
+dataset = ui.current_dataset(con)
+st.title("Auto-label")
+if dataset is None:
+    st.info("No dataset yet: ingest one on the Overview page.")
+    st.stop()
+user = st.session_state.get("user") or None
+
+
+def _running(key: str) -> bool:
+    return any(jobs.is_running(j) for j in st.session_state.get(key, []))
+
+
+def train_form_ui() -> autolabel.TrainRequest | None:
+    """The training form; returns the request when submitted."""
+    classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
+    splits = ["all"] + ui.cached(catalog.split_names, con, dataset.dataset_id)
+    with st.form("train_form"):
+        c1, c2, c3 = st.columns(3)
+        task = c1.radio("Task", ["classify", "find-more"], key="al_task", horizontal=True,
+                        help="find-more: one class against every other labelled class")
+        chosen = c2.multiselect("Classes (none: every class people used)", classes,
+                                key="al_classes")
+        positive = c3.selectbox("Class to find more of", classes, key="al_positive")
+        split = c1.selectbox("Training labels from split", splits, key="al_split")
+        per_class = c2.number_input("People's labels per class (0: all but 20% held out)", 0,
+                                    100_000, 100, key="al_per_class")
+        seconds = c3.slider("Training time limit (s)", 10, 300, 60, key="al_seconds")
+        arch = c1.selectbox("Model", ["patches", "cnn", "resnet18"], key="al_arch",
+                            help="patches: features learned from all images without labels, "
+                                 "a linear head; cnn: a small network trained end to end; "
+                                 "resnet18: a pretrained backbone file")
+        weights = c2.text_input("Pretrained backbone file (optional)", key="al_weights")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="al_seed")
+        if not st.form_submit_button("Train", type="primary"):
+            return None
+    return autolabel.TrainRequest(
+        classes=tuple(chosen) or None, split=None if split == "all" else split,
+        per_class=int(per_class) or None, task=task, positive=positive if task == "find-more" else None,
+        seed=int(seed), weights=weights or None, config=(("seconds", seconds), ("arch", arch)))
+
+
+request = train_form_ui()
+if request:
+    def work(cursor, progress, job_id, request=request):
+        return {"run_id": autolabel.train_run(cursor, dataset, request, job_id=job_id,
+                                              created_by=user, progress=progress)}
+
+    job = jobs.start_job(ui.get_connection(), "train", {"dataset": dataset.name}, work)
+    st.session_state.setdefault("al_jobs", []).append(job)
+
+
+@st.fragment(run_every=1.0 if _running("al_jobs") else None)
+def training_panel() -> None:
+    mine = st.session_state.get("al_jobs", [])
+    if not mine:
+        return
+    cursor = ui.get_cursor()
+    ui.job_progress_ui(cursor, mine[-1:])
+    runs = catalog.model_run_table(cursor, dataset.dataset_id)
+    run = runs[runs["job_id"] == mine[-1]]
+    if len(run):
+        epochs = catalog.run_epochs(cursor, int(run["run_id"].iloc[0]))
+        if len(epochs):
+            st.line_chart(epochs.set_index("epoch")[["loss", "accuracy"]], height=220)
+    if st.session_state.get("al_was_running") and not _running("al_jobs"):
+        st.session_state["al_was_running"] = False
+        st.rerun(scope="app")  # training ended: show the new run below
+    st.session_state["al_was_running"] = _running("al_jobs")
+
+
+training_panel()
+
+runs = ui.cached(catalog.model_run_table, con, dataset.dataset_id)
+trained = runs[runs["status"] == "trained"]
+if trained.empty:
+    st.info("No trained run yet: train one above.")
+else:
+    st.subheader("Evaluate and apply")
+    labels = {int(r.run_id): f"run {r.run_id}: {r.task}, {r.classes}, held-out accuracy "
+              f"{r.accuracy:.3f}" if pd.notna(r.accuracy) else f"run {r.run_id}: {r.task}"
+              for r in trained.itertuples()}
+    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="al_run")
+    evaluation = autolabel.run_evaluation(con, run_id)
+    metrics = catalog.model_run(con, run_id)["metrics"]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Trained in", f"{metrics['training']['seconds']:.1f} s",
+              f"{metrics['training']['train_images']:,} images", delta_color="off")
+    m2.metric("Predicts", f"{metrics['prediction']['images_per_second']:,.0f} img/s")
+    if evaluation is None:
+        st.warning("Nothing was held out, so the threshold cannot be chosen from data.")
+        threshold = st.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="al_threshold")
+    else:
+        m3.metric("Held-out accuracy", f"{evaluation.accuracy:.3f}",
+                  f"{evaluation.n_images:,} images", delta_color="off")
+        k = evaluation.kappa
+        m4.metric("Cohen's kappa vs people", f"{k.value:.3f}", f"95% CI {k.ci_low:.3f}–{k.ci_high:.3f}",
+                  delta_color="off")
+        threshold = st.slider("Confidence threshold", 0.0, 1.0, 0.9, 0.01, key="al_threshold")
+        curve = evaluation.coverage
+        kept = curve[curve["threshold"] >= threshold]
+        precision = kept["precision"].iloc[-1] if len(kept) else float("nan")
+        coverage = kept["coverage"].iloc[-1] if len(kept) else 0.0
+        st.caption(f"At {threshold:.2f} on held-out images: precision {precision:.3f}, "
+                   f"coverage {coverage:.1%}.")
+        left, right = st.columns(2)
+        figure = px.line(curve, x="coverage", y="precision", hover_data=["threshold"],
+                         title="Precision versus coverage (held out)")
+        figure.add_scatter(x=[coverage], y=[precision], mode="markers", name="threshold")
+        left.plotly_chart(figure, key="al_curve")
+        reliability = px.bar(evaluation.reliability, x="confidence", y="accuracy",
+                             hover_data=["images"], title="Reliability: accuracy per confidence bin")
+        reliability.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="calibrated")
+        right.plotly_chart(reliability, key="al_reliability")
+        st.dataframe(evaluation.per_class, hide_index=True, key="al_per_class_table")
+    a1, a2, a3 = st.columns(3)
+    strategy = a1.selectbox("Review order", modeleval.STRATEGIES, key="al_strategy")
+    include = a2.checkbox("Also label images people labelled", key="al_include",
+                          help="adds the model's layer only: a model label never overrides a person's")
+    if a3.button("Apply", type="primary", key="al_apply"):
+        try:
+            done = autolabel.apply_run(con, run_id, threshold=threshold, strategy=strategy,
+                                       include_labelled=include, created_by=user)
+            st.success(f"{done.labelled:,} model labels written; {done.queued:,} images queued "
+                       f"for review (queue {done.queue_id}).")
+        except catalog.CatalogError as err:
+            st.error(str(err))
+    if a3.button("Roll back", key="al_rollback"):
+        removed = autolabel.rollback_run(con, run_id, by=user)
+        st.success(f"Run {run_id} rolled back: {removed:,} model labels removed.")
+    st.dataframe(catalog.run_applications(con, run_id), hide_index=True, key="al_applications")
+
+
+st.subheader("Suspect labels")
+st.caption("Confident learning on out-of-sample predictions: people's labels a model trained "
+           "without them disagrees with, most suspect first.")
+splits = ui.cached(catalog.split_names, con, dataset.dataset_id)
+s1, s2, s3 = st.columns(3)
+check = s1.selectbox("Check labels of split", ["all"] + splits, key="sus_split")
+source = s2.selectbox("Predictions from", ["cross-training"] + splits, key="sus_source")
+folds = s3.number_input("Folds", 2, 20, 5, key="sus_folds")
+if st.button("Find suspect labels", key="sus_start"):
+    def find(cursor, progress, job_id):
+        issues = suspects.find_label_issues(
+            cursor, dataset, split=None if check == "all" else check, folds=int(folds),
+            train_split=None if source == "cross-training" else source, progress=progress)
+        queue_id = suspects.send_to_queue(cursor, dataset, issues, created_by=user)
+        return {"queue_id": queue_id, "issues": issues.drop(columns="image_id").to_dict("records")}
+
+    st.session_state.setdefault("sus_jobs", []).append(
+        jobs.start_job(ui.get_connection(), "label-issues", {"dataset": dataset.name}, find))
+
+
+@st.fragment(run_every=1.0 if _running("sus_jobs") else None)
+def suspects_panel() -> None:
+    mine = st.session_state.get("sus_jobs", [])
+    if not mine:
+        return
+    cursor = ui.get_cursor()
+    ui.job_progress_ui(cursor, mine[-1:])
+    job = catalog.job_row(cursor, mine[-1])
+    if job["status"] == "done":
+        result = json.loads(job["result"])
+        issues = pd.DataFrame(result["issues"])
+        st.write(f"{len(issues):,} suspect labels, sent to review queue {result['queue_id']}.")
+        st.dataframe(issues, hide_index=True, key="sus_table")
+        st.download_button("Download CSV", issues.to_csv(index=False), "suspect-labels.csv",
+                           key="sus_csv")
+
+
+suspects_panel()
