@@ -13,12 +13,13 @@ from core import catalog, jobs
 from core.demo import build_demo
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+MAKE_DB = os.environ.get("SIEVE_DB")  # the demo `make test` built, read before any test runs
 
 
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory) -> tuple[str, str]:
     """(path, kind) of a demo catalog: the one `make` built (SIEVE_DB) or a fresh one."""
-    existing = os.environ.get("SIEVE_DB")
+    existing = MAKE_DB
     if existing and Path(existing).exists():
         con = catalog.open_catalog(existing, read_only=True)
         kind = catalog.get_meta(con, "demo")
