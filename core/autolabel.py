@@ -32,6 +32,7 @@ class TrainRequest:
     per_class: int | None = None  # k people's labels per class; None: all but the held-out share
     holdout: float = 0.2  # share of each class held out when per_class is None
     max_holdout: int = 5000  # held-out images evaluated at most (a seeded sample)
+    max_train: int = 5000  # training images at most when per_class is None (per class equally)
     task: str = "classify"  # or 'find-more': `positive` against every other labelled class
     positive: str | None = None  # the class a find-more model looks for
     seed: int = 0
@@ -72,7 +73,9 @@ def _named_classes(con, dataset_id: int, names) -> pd.DataFrame:
     return table[["class_id", "name"]]
 
 
-def _split_class(rows: pd.DataFrame, *, per_class, holdout: float, rng, name: str, where: str):
+def _split_class(rows: pd.DataFrame, *, per_class, holdout: float, cap: int, rng, name: str,
+                 where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, held-out rows) of one class, in a seeded order."""
     order = rows.iloc[rng.permutation(len(rows))]
     if per_class is not None:
         if len(order) < per_class:
@@ -80,7 +83,7 @@ def _split_class(rows: pd.DataFrame, *, per_class, holdout: float, rng, name: st
                                f"fewer than the {per_class} per class asked for")
         return order.iloc[:per_class], order.iloc[per_class:]
     held = int(round(len(order) * holdout)) if len(order) > 2 else 0
-    return order.iloc[held:], order.iloc[:held]
+    return order.iloc[held:held + cap], order.iloc[:held]
 
 
 def _outputs(labels: pd.DataFrame, table: pd.DataFrame, request: TrainRequest) -> list:
@@ -123,8 +126,9 @@ def choose_images(con, dataset: catalog.Dataset, request: TrainRequest) -> Selec
         if len(rows) < 2:
             raise CatalogError(f"class {name!r} has {len(rows)} people's label(s) {where}: at "
                                "least 2 are needed to train on it")
-        a, b = _split_class(rows, per_class=request.per_class, holdout=request.holdout, rng=rng,
-                            name=name, where=where)
+        a, b = _split_class(rows, per_class=request.per_class, holdout=request.holdout,
+                            cap=max(2, request.max_train // len(outputs)), rng=rng, name=name,
+                            where=where)
         train.append(a)
         held.append(b)
     holdout = pd.concat(held)
@@ -242,7 +246,8 @@ def train_run(con, dataset: catalog.Dataset, request: TrainRequest, *,
                                                        selection.holdout.assign(role="holdout")])
                                .rename(columns={"label": "class_id"}))
         targets = _targets(con, dataset, selection)
-        pixels = load_images(_full_paths(dataset.root, targets["path"]), size=config.image_size)
+        pixels = load_images(_full_paths(dataset.root, targets["path"]), size=config.image_size,
+                             progress=_phase(progress, "images to predict"))
         trained = _train_model(con, run_id, dataset, selection, request, pixels, progress)
         weights = save_micromodel(trained.model, model_path(con, run_id))
         probs, speed = _predict(trained.model, pixels, _phase(progress, "predicting"))

@@ -1124,6 +1124,13 @@ def label_event_facts(con, dataset_id: int) -> dict:
             "annotators": names}
 
 
+def review_version(con) -> tuple:
+    """(newest queue, classes, newest label event): changes whenever the review queues, their
+    filters or the labels change; a few ms, where data_version reads every table."""
+    return _one(con.execute("""SELECT (SELECT coalesce(max(queue_id), 0) FROM queues),
+        (SELECT count(*) FROM classes), (SELECT coalesce(max(event_id), 0) FROM label_events)"""))
+
+
 def review_position(con, reviewer: str, queue: str) -> tuple[int, int | None] | None:
     """(position, image_id) where `reviewer` last stood in `queue`, or None."""
     return _one(con.execute("""SELECT position, image_id FROM review_positions

@@ -81,13 +81,12 @@ def _label(row: dict) -> Label:
                  _points(row["points"]), row["source"], _none(row["score"]), _none(row["flag"]))
 
 
-def current_labels(events: pd.DataFrame) -> tuple[Label, ...]:
-    """The current labels in an image's events: each object's latest event, unless it deleted
-    the object (as the current_labels view), in event order."""
-    if events.empty:
-        return ()
-    last = events.drop_duplicates("object_id", keep="last")
-    return tuple(_label(r) for r in last[last["op"] == "set"].to_dict("records"))
+def current_labels(rows: list[dict]) -> tuple[Label, ...]:
+    """The current labels in an image's events (rows oldest first): each object's latest event,
+    unless it deleted the object (as the current_labels view), in event order."""
+    last = {row["object_id"]: row for row in rows}  # later rows replace earlier ones
+    return tuple(_label(row) for row in sorted(last.values(), key=lambda r: r["event_id"])
+                 if row["op"] == "set")
 
 
 def resolved_layer(labels) -> tuple[Label, ...]:
@@ -162,9 +161,14 @@ class ImageView:
         return int(self.image["dataset_id"])
 
     @cached_property
+    def rows(self) -> list[dict]:
+        """`events` as records, oldest first (a few rows: cheaper to walk than a DataFrame)."""
+        return self.events.to_dict("records")
+
+    @cached_property
     def labels(self) -> tuple[Label, ...]:
         """Current labels of every layer."""
-        return current_labels(self.events)
+        return current_labels(self.rows)
 
     @cached_property
     def mine(self) -> tuple[Label, ...]:
@@ -189,8 +193,8 @@ class ImageView:
         """Boxes and polygons of every other layer (other people's, imports', models'), but for
         those the user's own events copied, changed or deleted."""
         shown = {label.annotator_id for label in self.working}
-        own = self.events[self.events["annotator"] == self.user] if self.user else self.events[:0]
-        adopted = {int(e) for e in own["replaces"].dropna()}
+        adopted = {int(row["replaces"]) for row in self.rows
+                   if row["annotator"] == self.user and _none(row["replaces"]) is not None}
         return tuple(label for label in self.labels if label.kind != "class"
                      and label.annotator_id not in shown and label.event_id not in adopted)
 
@@ -628,8 +632,7 @@ def _describe(row: dict, before: dict | None, replaced: dict | None) -> str:
 def history_table(view: ImageView) -> pd.DataFrame:
     """Every label event on the image, newest first. Columns: event_id, when, who, source,
     action ('save #12', 'undo #13', ...; empty for imports), what, flag."""
-    events = view.events
-    by_id = {int(r["event_id"]): r for r in events.to_dict("records")}
+    by_id = {int(r["event_id"]): r for r in view.rows}
     action_of = {int(e): f"{a['kind']} #{a['action_id']}" for a in view.actions.to_dict("records")
                  for e in a["event_ids"]}
     previous: dict[int, dict] = {}

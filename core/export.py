@@ -298,6 +298,8 @@ def place_images(images: pd.DataFrame, out: Path, *, mode: str, strip: bool,
     staging = out / f".staging-{os.getpid()}.tmp"
     made: set[str] = set()
     jobs = list(zip(images["source"].tolist(), images["file"].tolist()))
+    if progress:
+        progress(0, len(jobs), "writing images")
     try:
         for done, (source, file) in enumerate(jobs, start=1):
             target = f"{staging}/{file}"

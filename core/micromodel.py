@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 CHECKPOINT_FORMAT = 1
+READ_CHUNK = 1000  # images read between progress reports
 ARCHITECTURES = ("patches", "cnn", "resnet18")
 
 
@@ -42,11 +43,12 @@ class MicroConfig:
     threads: int = 2  # torch CPU threads
     seconds: float = 60.0  # wall-clock training limit; training winds down as it nears
     # 'patches': a dictionary of whitened patches learned from all images, labelled or not
-    atoms: int = 512  # dictionary size K; features are 2K x pool x pool
+    atoms: int = 256  # dictionary size K
     patch: int = 6  # patch side in pixels
-    pool: int = 2  # features are averaged over a pool x pool grid of the image
+    pool: int = 4  # responses averaged over a pool x pool grid, then 2x2 and 1x1 (a pyramid)
+    shifts: int = 2  # training copies moved this many pixels up, down, left, right (0: none)
     # 'patches' and 'resnet18': frozen features, a linear head fitted by L-BFGS
-    l2: float = 0.01  # penalty on the sum of squared head weights
+    l2: float = 0.1  # penalty on the sum of squared head weights
     iterations: int = 100  # L-BFGS iterations, recorded 10 to an 'epoch'
     # 'cnn': trained end to end by SGD on augmented batches
     width: int = 24  # channels of the first block; doubled at each of 3 downsamplings
@@ -93,7 +95,8 @@ def _read(path: str | Path, size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def load_images(paths: Sequence[str | Path], *, size: int = 32, workers: int = 4) -> np.ndarray:
+def load_images(paths: Sequence[str | Path], *, size: int = 32, workers: int = 4,
+                progress: Callable | None = None) -> np.ndarray:
     """(N, size, size, 3) uint8 pixels of these files (EXIF-rotated, RGB, squashed to size).
     Raises MicroModelError naming every file that cannot be read, with the reason."""
     def one(path):
@@ -102,8 +105,12 @@ def load_images(paths: Sequence[str | Path], *, size: int = 32, workers: int = 4
         except Exception as err:  # noqa: BLE001 — every failure is reported below
             return None, f"{path} ({type(err).__name__}: {err})"
 
+    paths, results = list(paths), []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(one, paths))
+        for start in range(0, len(paths), READ_CHUNK):
+            results += pool.map(one, paths[start:start + READ_CHUNK])
+            if progress:
+                progress(len(results), len(paths), "reading images")
     bad = [reason for _, reason in results if reason]
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -156,15 +163,16 @@ class PatchEncoder(nn.Module):
     """Features learned without labels (Coates and Ng, 2011): every P x P patch, its brightness
     and contrast normalised and then whitened, is compared with K dictionary atoms found by
     spherical k-means on patches of all the images; responses beyond `alpha` are kept with
-    their sign (2K channels) and averaged over a pool x pool grid.
-    (N, 3, S, S) floats in [0, 1] -> (N, 2K * pool * pool)."""
+    their sign (2K channels), averaged over a pool x pool grid and its coarser halvings down
+    to the whole image (a spatial pyramid), and square-rooted.
+    (N, 3, S, S) floats in [0, 1] -> (N, 2K * (pool^2 + ... + 1))."""
 
     def __init__(self, atoms: int, patch: int, pool: int, *, alpha: float = 0.25):
         super().__init__()
         self.patch, self.pool, self.alpha = patch, pool, alpha
         self.register_buffer("filters", torch.zeros(atoms, 3, patch, patch))  # whitened atoms
         self.register_buffer("bias", torch.zeros(atoms))  # minus the atoms at the patch mean
-        self.dim = 2 * atoms * pool * pool
+        self.dim = 2 * atoms * sum(side * side for side in _pyramid(pool))
 
     def fit(self, images: torch.Tensor, *, generator: torch.Generator, samples: int = 50_000,
             iterations: int = 10, eps: float = 0.1) -> None:
@@ -186,15 +194,29 @@ class PatchEncoder(nn.Module):
             torch.zeros(0, self.dim)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        # written as few passes over the (B, K, H', W') responses as possible: they dominate
         n = 3 * self.patch * self.patch
         box = torch.full((1, 3, self.patch, self.patch), 1 / n)
         mean, square = F.conv2d(x, box), F.conv2d(x * x, box)  # (B, 1, H', W') patch moments
         scale = torch.rsqrt((square - mean * mean).clamp_min(0) * n / (n - 1) + 0.01)
-        total = self.filters.sum(dim=(1, 2, 3))[None, :, None, None]
-        z = (F.conv2d(x, self.filters) - mean * total) * scale + self.bias[None, :, None, None]
-        on, off = F.relu(z - self.alpha), F.relu(-z - self.alpha)  # (B, K, H', W') each
-        return torch.cat([F.adaptive_avg_pool2d(on, self.pool),
-                          F.adaptive_avg_pool2d(off, self.pool)], dim=1).flatten(1)
+        total = self.filters.sum(dim=(1, 2, 3))[None, :, None, None]  # (1, K, 1, 1)
+        u = F.conv2d(x, self.filters).addcmul_(mean, total, value=-1).mul_(scale)  # z - bias
+        bias = self.bias[None, :, None, None]
+        on = F.adaptive_avg_pool2d((u + (bias - self.alpha)).clamp_min_(0), self.pool)
+        off = F.adaptive_avg_pool2d(u.add_(bias + self.alpha).clamp_max_(0), self.pool).neg_()
+        grid = torch.cat([on, off], dim=1)  # (B, 2K, pool, pool)
+        levels = [grid]
+        for side in _pyramid(self.pool)[1:]:
+            levels.append(F.adaptive_avg_pool2d(levels[-1], side))
+        return torch.cat([level.flatten(1) for level in levels], dim=1).sqrt_()
+
+
+def _pyramid(pool: int) -> list[int]:
+    """Grid sides from `pool` halving while even, ending at 1: 4 -> [4, 2, 1], 3 -> [3, 1]."""
+    sides = [pool]
+    while sides[-1] % 2 == 0 and sides[-1] > 1:
+        sides.append(sides[-1] // 2)
+    return sides if sides[-1] == 1 else sides + [1]
 
 
 def _random_patches(images: torch.Tensor, count: int, size: int,
@@ -444,10 +466,28 @@ def train_micromodel(images: np.ndarray, labels, *, config: MicroConfig,
 HEAD_CHUNK = 10  # L-BFGS iterations per recorded epoch
 
 
+MAX_TRAIN_VIEWS = 20_000  # shifted training copies only while images x views stay below
+
+
+def _shifted(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """`x` moved `shift` pixels down, up, right and left, the border reflected."""
+    s = shift
+    padded = F.pad(x.float(), (s, s, s, s), mode="reflect").to(x.dtype)
+    h, w = x.shape[2], x.shape[3]
+    return [padded[:, :, s + dy:s + dy + h, s + dx:s + dx + w]
+            for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))]
+
+
 @torch.no_grad()
-def _raw_features(model: MicroNet, x: torch.Tensor) -> torch.Tensor:
-    """(C, N, D) frozen features of `x`, C = 2 with hflip (the image, its mirror) else 1."""
-    views = [x, x.flip(3)] if model.config.hflip else [x]
+def _raw_features(model: MicroNet, x: torch.Tensor, *, training: bool = False) -> torch.Tensor:
+    """(C, N, D) frozen features of views of `x`: the image and (hflip) its mirror; for
+    training also the shifted copies of both (config.shifts), while N x C <= MAX_TRAIN_VIEWS."""
+    config = model.config
+    views = [x]
+    if training and config.shifts and len(x) * 5 * (1 + config.hflip) <= MAX_TRAIN_VIEWS:
+        views += _shifted(x, config.shifts)
+    if config.hflip:
+        views += [v.flip(3) for v in views]
     return torch.stack([model.features[0]((v.float() / 255 - model.mean) / model.std)
                         for v in views])
 
@@ -495,8 +535,8 @@ def _head_proba(model: MicroNet, raw: torch.Tensor) -> np.ndarray:
 def _fit_frozen(model: MicroNet, x, y, u, *, generator, progress, on_epoch, started) -> list:
     if progress:
         progress(0, math.ceil(model.config.iterations / HEAD_CHUNK), "features")
-    return _fit_head(model, _raw_features(model, x), y, progress=progress, on_epoch=on_epoch,
-                     started=started)
+    return _fit_head(model, _raw_features(model, x, training=True), y, progress=progress,
+                     on_epoch=on_epoch, started=started)
 
 
 def _report(record: EpochRecord, progress, on_epoch, epochs: int) -> EpochRecord:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 METHODS = ("prune_by_noise_rate", "prune_by_class", "confident_joint")
+LARGE = 10_000  # more labels than this are cross-trained on coarser (smaller) patch features
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,10 @@ def find_label_issues(con, dataset, *, split: str | None = None, train_split: st
     if len(names) < 2:
         raise ValueError(f"people labelled {len(names)} class(es) in "
                          f"{split or 'the dataset'}: suspect labels need two or more")
-    cfg = micromodel.MicroConfig(classes=tuple(names), seed=seed, **dict(config))
+    overrides = dict(config)
+    if len(given) > LARGE and overrides.get("arch", "patches") == "patches":
+        overrides.setdefault("pool", 2)  # a 2x2 pyramid keeps N x D features in memory
+    cfg = micromodel.MicroConfig(classes=tuple(names), seed=seed, **overrides)
     paths = [f"{dataset.root}/{p}" for p in given["path"]]
     pixels = micromodel.load_images(paths, size=cfg.image_size)
     if train_split is None:

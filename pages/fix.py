@@ -22,7 +22,7 @@ def queue_frame(path: str, key: str, generation: int, _con=None):
 @st.cache_data(show_spinner=False, max_entries=16)
 def dataset_facts(path: str, version: tuple, dataset_id: int, _con=None) -> dict:
     """Classes, splits, label facts (catalog.label_event_facts) and queue choices of a dataset,
-    read once per catalog state."""
+    read once per `version` (catalog.review_version)."""
     return {"classes": catalog.class_table(_con, dataset_id),
             "splits": catalog.split_names(_con, dataset_id),
             "choices": queues.queue_choices(_con, dataset_id),
@@ -287,7 +287,8 @@ if dataset is None:
     st.info("No dataset yet: ingest one on the Overview page.")
     st.stop()
 user = (st.session_state.get("user") or "").strip()
-facts = dataset_facts(ui.catalog_path(), ui.data_version(con), dataset.dataset_id, _con=con)
+facts = dataset_facts(ui.catalog_path(), catalog.review_version(con), dataset.dataset_id,
+                      _con=con)
 linked_elsewhere = linked_elsewhere_ui(con, dataset)
 spec = queue_ui(facts)
 generation = st.session_state.get("fix_generation", 0)

@@ -38,7 +38,10 @@ def write_colour_dataset(folder) -> dict:
     pixels, labels = colour_images(UNLABELLED // 3, seed=7)
     for k, (image, label) in enumerate(zip(pixels, labels)):
         names[_write(folder, f"unlabelled_{k}.png", image)] = list(COLOURS)[label]
-    green = colour_images(1, seed=8)[0][1]
+    # a clearly green image (half the usual noise), so confident learning's thresholds, the mean
+    # confidence of each class, cannot hide it behind a coin toss
+    green = np.clip(np.array(COLOURS["green"], float)
+                    + np.random.default_rng(8).normal(0, 15, (32, 32, 3)), 0, 255).astype(np.uint8)
     rows.append((_write(folder, "wrong_green_as_red.png", green), "red", "train"))
     names["wrong_green_as_red.png"] = "green"
     pd.DataFrame(rows, columns=["image", "label", "split"]).to_csv(folder / "labels.csv", index=False)
@@ -96,6 +99,15 @@ def test_choose_images_is_seeded(world):
     other = autolabel.choose_images(con, dataset, request(per_class=3, seed=2))
     pd.testing.assert_frame_equal(first.train, again.train)
     assert not first.train.equals(other.train)
+
+
+def test_choose_images_holds_out_a_share_and_caps_training(world):
+    con, dataset, _ = world
+    chosen = autolabel.choose_images(con, dataset, request(split="test", holdout=0.34))
+    assert chosen.train["label"].value_counts().tolist() == [2, 2, 2]  # 3 each, 1 held out
+    assert len(chosen.holdout) == 3
+    capped = autolabel.choose_images(con, dataset, request(split="train", max_train=6))
+    assert capped.train["label"].value_counts().tolist() == [2, 2, 2]
 
 
 def test_choose_images_too_few_labels_names_the_class(world):
