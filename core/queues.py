@@ -105,3 +105,22 @@ def load_position(con, user: str, spec: QueueSpec) -> tuple[int, int | None]:
 
 def save_position(con, user: str, spec: QueueSpec, position: int, image_id: int | None) -> None:
     catalog.set_review_position(con, user, spec.key, position, image_id)
+
+
+def duplicate_group_items(groups: pd.DataFrame, *, limit: int | None = None) -> pd.DataFrame:
+    """Review items (image_id, reason) for the duplicate clusters in `groups` (columns group,
+    size, image_ids, splits — as core.duplicates reports them, largest first): the members of
+    each cluster next to each other, so a reviewer sees a cluster's images one after another.
+    `limit`: at most this many images in all (whole clusters only, unless the first is bigger)."""
+    rows, total = [], 0
+    count = len(groups)
+    for number, group in enumerate(groups.itertuples(index=False), start=1):
+        members = list(group.image_ids)
+        if limit is not None and total and total + len(members) > limit:
+            break
+        members = members[:limit - total] if limit is not None else members
+        splits = ", ".join(sorted({str(s) for s in group.splits}))
+        reason = f"cluster {number} of {count}: {group.size} images ({splits})"
+        rows += [(int(image_id), reason) for image_id in members]
+        total += len(members)
+    return pd.DataFrame(rows, columns=["image_id", "reason"]).astype({"image_id": "int64"})

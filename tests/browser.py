@@ -54,6 +54,7 @@ def running_app(db: str | Path, *, port: int | None = None, timeout: float = 90)
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()  # reap it, so its port and catalog are free for the next test
 
 
 @contextlib.contextmanager

@@ -119,3 +119,17 @@ def test_positions_survive_a_reload(con, tmp_path):
     assert queues.load_position(reopened, "alice", spec) == (1, 2)
     assert queues.load_position(reopened, "alice", queues.QueueSpec(1)) == (0, None)
     reopened.close()
+
+
+def test_duplicate_group_items_keep_clusters_together_and_whole():
+    groups = pd.DataFrame({"group": [0, 1, 2], "size": [3, 2, 2],
+                           "image_ids": [[5, 6, 7], [1, 2], [8, 9]],
+                           "splits": [["test", "train"], ["train"], ["test"]]})
+    items = queues.duplicate_group_items(groups)
+    assert items["image_id"].tolist() == [5, 6, 7, 1, 2, 8, 9]
+    assert items["reason"].iloc[0] == "cluster 1 of 3: 3 images (test, train)"
+    assert items["reason"].iloc[-1] == "cluster 3 of 3: 2 images (test)"
+    # a limit keeps whole clusters, cutting only a first cluster larger than the limit
+    assert queues.duplicate_group_items(groups, limit=6)["image_id"].tolist() == [5, 6, 7, 1, 2]
+    assert queues.duplicate_group_items(groups, limit=2)["image_id"].tolist() == [5, 6]
+    assert queues.duplicate_group_items(groups.head(0)).empty
