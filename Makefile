@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIEVE_HOME ?= $(CURDIR)/.sieve
 DB ?= $(SIEVE_HOME)/demo.duckdb
+# the tests' own demo catalog: the dashboard's may have accounts, which page tests do not sign in to
+TEST_DB ?= $(SIEVE_HOME)/test-demo.duckdb
 PORT ?= 8501
+# accounts: the first start creates `admin` and prints its one-time password (off: single-user)
+SIEVE_ACCOUNTS ?= on
 export SIEVE_HOME
 
 .PHONY: run test demo bench clean
@@ -19,15 +23,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 $(DB): | $(STAMP)
 	$(PY) -m core demo --db $(DB)
 
+$(TEST_DB): | $(STAMP)
+	$(PY) -m core demo --db $(TEST_DB)
+
 demo: $(STAMP)
 	$(PY) -m core demo --db $(DB)
 
 run: $(STAMP) $(DB)
-	SIEVE_DB=$(DB) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
+	SIEVE_DB=$(DB) SIEVE_ACCOUNTS=$(SIEVE_ACCOUNTS) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP) $(DB)
-	SIEVE_DB=$(DB) $(PY) -m pytest -q tests
+test: $(STAMP) $(TEST_DB)
+	SIEVE_DB=$(TEST_DB) $(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt

@@ -1,7 +1,8 @@
 """Benchmark of core.hashsearch: CIFAR-10 phash pairs vs imagededup and numpy brute force; scale; degenerate input.
 
 Entry point: `python bench/duplicates.py` (see --help). Prints Markdown tables and the command that produced
-them; asserts that every method returns the same pair set. Hashes are cached in bench/out/ (git-ignored).
+them; asserts that every method returns the same pair set. `python bench/duplicates.py page` times the
+Duplicates page on 10,000 identical images (written to bench/out/duplicates_page.md). Hashes are cached in bench/out/ (git-ignored).
 """
 from __future__ import annotations
 
@@ -250,6 +251,90 @@ def bench_identical(n: int) -> list[str]:
     return rows
 
 
+# --- the Duplicates page on one huge cluster ----------------------------------------------------
+
+PAGE_OUT = ROOT / "bench" / "out" / "duplicates_page.md"
+
+
+def identical_catalog(folder: Path, n: int) -> Path:
+    """A catalog of n copies of one PNG (train/scene/k.png, ingested as ImageFolder)."""
+    from PIL import Image
+
+    from core import catalog
+    from core.ingest import ingest
+
+    rng = np.random.default_rng(0)
+    source = folder / "one.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(source)
+    images = folder / "images" / "train" / "scene"
+    images.mkdir(parents=True)
+    for k in range(n):
+        os.link(source, images / f"{k:05d}.png")
+    db = folder / "identical.duckdb"
+    con = catalog.open_catalog(db)
+    ingest(con, folder / "images", fmt="imagefolder", dataset="identical", workers=2)
+    con.close()
+    return db
+
+
+def time_page(db: Path, method: str, repeat: int) -> list[float]:
+    """Seconds of each cold render of the Duplicates page (Streamlit's caches cleared first)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["SIEVE_DB"] = str(db)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["dataset"] = "identical"
+    at.run()
+    at.switch_page("pages/duplicates.py")
+    at.session_state["dup_method"] = method
+    seconds = []
+    for _ in range(repeat):
+        st.cache_data.clear()
+        start = time.perf_counter()
+        at.run()
+        seconds.append(time.perf_counter() - start)
+        assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Groups"] == "1", metrics
+    return seconds
+
+
+def bench_page(n: int, repeat: int) -> list[str]:
+    """Markdown rows: the page's cold render per method, and listing every pair (the old page's
+    first step) on the same hashes as the baseline."""
+    import tempfile
+
+    from core import catalog, embeddings
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = identical_catalog(Path(tmp), n)
+        con = catalog.open_catalog(db)
+        dataset = catalog.find_dataset(con, "identical")
+        hashes = catalog.hash_table(con, dataset.dataset_id)["phash"].to_numpy(np.uint64)
+        embeddings.dataset_embeddings(con, dataset)  # computed once, as the page's job would
+        con.close()
+        baseline, pairs = time_call(lambda: find_pairs_within(hashes, max_distance=4))
+        rows.append(f"| listing every pair (`find_pairs_within`, what the page did before) | "
+                    f"{baseline.wall_s:.2f} | {len(pairs):,} pairs |")
+        del pairs
+        for method in ("phash", "embedding"):
+            seconds = time_page(db, method, repeat)
+            rows.append(f"| page render, {method} (median of {repeat}, cold caches) | "
+                        f"{np.median(seconds):.2f} | runs: {', '.join(f'{s:.2f}' for s in seconds)} |")
+    return rows
+
+
+def page_report(argv: list[str], n: int, repeat: int) -> str:
+    lines = [f"Command: `{shlex.join(['.venv/bin/python', 'bench/duplicates.py', *argv])}`",
+             f"Machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", "",
+             f"### Duplicates page, {n:,} identical images (one group of {n:,}, "
+             f"{n * (n - 1) // 2:,} pairs)", "", "| what | wall s | notes |", "|---|---:|---|",
+             *bench_page(n, repeat), "", f"Load average at end: {os.getloadavg()[0]:.1f}"]
+    return "\n".join(lines)
+
+
 # --- command line ------------------------------------------------------------------------------
 
 CIFAR_HEADER = (
@@ -282,7 +367,8 @@ def print_report(args: argparse.Namespace, argv: list[str]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", nargs="?", default="report", choices=["report", "scale-one", "identical-one"])
+    parser.add_argument("mode", nargs="?", default="report",
+                        choices=["report", "scale-one", "identical-one", "page"])
     parser.add_argument("--max-distance", type=int, default=10, help="CIFAR search radius (scale-one: its radius)")
     parser.add_argument(
         "--imagededup-subset", type=int, default=None,
@@ -305,6 +391,11 @@ def main(argv: list[str]) -> None:
         print(json.dumps(measure_scale(args.n, max_distance=args.max_distance, seed=args.seed)))
     elif args.mode == "identical-one":
         print(json.dumps(measure_identical(args.n, what=args.what)))
+    elif args.mode == "page":
+        text = page_report(argv, args.identical, args.repeat)
+        print(text)
+        PAGE_OUT.parent.mkdir(parents=True, exist_ok=True)
+        PAGE_OUT.write_text(text + "\n")
     else:
         print_report(args, argv)
 

@@ -1,7 +1,7 @@
 """Command line: `python -m core COMMAND --db FILE ...`; human-readable output, `--json` for scripts.
 
 Commands: ingest, demo, stats, agreement, duplicates, snapshot, diff, export, train,
-autolabel, label-issues. Each opens the catalog itself; if the dashboard holds the file for
+autolabel, label-issues, user. Each opens the catalog itself; if the dashboard holds the file for
 writing, the command says so and exits with status 3.
 """
 from __future__ import annotations
@@ -52,7 +52,8 @@ def cmd_ingest(args) -> int:
         return ingest.ingest(cursor, args.source, fmt=args.format, labels=args.labels,
                              dataset=args.dataset, split=args.split, annotator=args.annotator,
                              classes=args.classes.split(",") if args.classes else None,
-                             workers=args.workers, job_id=job_id, progress=progress)
+                             workers=args.workers, job_id=job_id, progress=progress,
+                             user=args.user)
 
     try:
         summary = jobs.run_job(con, "ingest", params, work, progress=bar)
@@ -122,7 +123,8 @@ def cmd_agreement(args) -> int:
         if objects is None:
             raise catalog.CatalogError(str(err)) from err
         result = None
-    saved = quality.save_consensus(con, dataset, result) if args.save_consensus and result else None
+    saved = (quality.save_consensus(con, dataset, result, user=args.user)
+             if args.save_consensus and result else None)
     report = {"dataset": dataset.name, **(quality.quality_json(result) if result else {}),
               "consensus_saved": saved}
     if objects is not None:
@@ -150,8 +152,17 @@ def cmd_duplicates(args) -> int:
 
     con = catalog.open_catalog(args.db, read_only=True)
     dataset = _pick_dataset(con, args.dataset)
-    report = duplicates.find_duplicates(con, dataset, method=args.method,
-                                        max_distance=args.threshold)
+    method = args.method or duplicates.DEFAULT_METHOD
+    bar = None if args.json or method != "embedding" else _progress_bar("embeddings")
+    try:
+        report = duplicates.find_duplicates(con, dataset, method=method,
+                                            max_distance=args.threshold, progress=bar)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if bar:
+            bar.close()
     if args.json:
         print(json.dumps(duplicates.report_json(report), indent=2, default=str))
     else:
@@ -298,32 +309,86 @@ def _print_run(summary: dict) -> None:
     print(f"weights: {summary['weights']}")
 
 
-def cmd_train(args) -> int:
-    from core import autolabel, jobs
+def _detect_summary(run: dict) -> dict:
+    """A detection run's headline: held-out mAP@0.5, overall and per class."""
+    metrics = run["metrics"] or {}
+    stored = metrics.get("detection")
+    summary = {"run_id": int(run["run_id"]), "status": run["status"], "task": run["task"],
+               "classes": [name for name, _ in run["classes"]], "weights": run["weights"],
+               "training": metrics.get("training"), "prediction": metrics.get("prediction"),
+               "evaluation": None}
+    if stored:
+        per_class = dict(zip(stored["per_class"]["class"], stored["per_class"]["ap"]))
+        summary["evaluation"] = {"images": stored["images"], "map50": stored["map"],
+                                 "ap50_per_class": per_class}
+    return summary
 
-    con = catalog.open_catalog(args.db, program="python -m core train")
-    dataset = _pick_dataset(con, args.dataset)
+
+def _print_detect_run(summary: dict) -> None:
+    training = summary["training"] or {}
+    print(f"run {summary['run_id']} (detect: {', '.join(summary['classes'])}): "
+          f"{summary['status']}; {training.get('train_images')} training images "
+          f"({training.get('train_boxes')} boxes) in {training.get('seconds', 0):.1f} s; "
+          f"proposes {summary['prediction']['images_per_second']:.1f} images/s")
+    evaluation = summary["evaluation"]
+    if not evaluation:
+        print("no held-out boxed images: nothing to evaluate on (use --images to keep some back)")
+    else:
+        print(f"held-out: {evaluation['images']} images, mAP@0.5 {evaluation['map50']:.3f} ("
+              + ", ".join(f"{name} {ap:.3f}" for name, ap in evaluation["ap50_per_class"].items())
+              + ")")
+    print(f"weights: {summary['weights']}")
+
+
+def _detect_request(args):
+    """(request, train function, summary, printer) of `train --task detect`."""
+    from core import autodetect
+
+    overrides = {"seconds": args.seconds, "image_size": args.image_size}
+    request = autodetect.DetectRequest(
+        classes=_class_list(args.classes), split=args.split, images=args.images,
+        holdout_split=args.holdout_split, seed=args.seed,
+        weights=str(args.weights) if args.weights else None,
+        config=tuple((k, v) for k, v in overrides.items() if v is not None))
+    return request, autodetect.train_detect_run, _detect_summary, _print_detect_run
+
+
+def _classify_request(args):
+    """(request, train function, summary, printer) of `train` for classify and find-more."""
+    from core import autolabel
+
     overrides = {"seconds": args.seconds, "arch": args.arch, "image_size": args.image_size}
     request = autolabel.TrainRequest(
         classes=_class_list(args.classes), split=args.split, per_class=args.per_class,
         seed=args.seed, weights=str(args.weights) if args.weights else None,
         task="find-more" if args.find_more else "classify", positive=args.find_more,
         config=tuple((k, v) for k, v in overrides.items() if v is not None))
-    params = {"dataset": dataset.name, **{k: v for k, v in asdict(request).items() if v}}
+    return request, autolabel.train_run, _run_summary, _print_run
+
+
+def cmd_train(args) -> int:
+    from core import jobs
+
+    con = catalog.open_catalog(args.db, program="python -m core train")
+    dataset = _pick_dataset(con, args.dataset)
+    request, train, summarise, show = (_detect_request if args.task == "detect"
+                                       else _classify_request)(args)
+    params = {"dataset": dataset.name, "task": args.task,
+              **{k: v for k, v in asdict(request).items() if v}}
     bar = None if args.json else _progress_bar("train")
     try:
         run_id = jobs.run_job(con, "train", params, lambda cursor, progress, job_id:
-                              autolabel.train_run(cursor, dataset, request, job_id=job_id,
-                                                  created_by=args.user, progress=progress),
+                              train(cursor, dataset, request, job_id=job_id,
+                                    created_by=args.user, progress=progress),
                               progress=bar)
     finally:
         if bar:
             bar.close()
-    summary = _run_summary(catalog.model_run(con, run_id))
+    summary = summarise(catalog.model_run(con, run_id))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        _print_run(summary)
+        show(summary)
     return 0
 
 
@@ -400,6 +465,61 @@ def cmd_label_issues(args) -> int:
 
 
 
+
+# ---- accounts
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise catalog.CatalogError("--password-stdin: no password on standard input")
+    return password
+
+
+def _change_account(con, args, role: str | None) -> dict:
+    """Add, set-role or disable one account as `args.user`; what to report."""
+    from core import users
+
+    if args.action == "add":
+        password = users.add_user(con, args.name, role, by=args.user,
+                                  password=_read_password() if args.password_stdin else None)
+        return {"name": args.name, "role": role,
+                "password": None if args.password_stdin else password}
+    if args.action == "set-role":
+        users.set_role(con, args.name, role, by=args.user)
+        return {"name": args.name, "role": role}
+    users.disable_user(con, args.name, by=args.user)
+    return {"name": args.name, "active": False}
+
+
+def cmd_user(args) -> int:
+    from core import users
+
+    if args.action == "list":
+        table = users.list_users(catalog.open_catalog(args.db, read_only=True))
+        print(table.to_json(orient="records", date_format="iso", indent=2) if args.json
+              else table.to_string(index=False) if len(table) else "no accounts: single-user mode")
+        return 0
+    role = args.role or args.new_role
+    if not args.name or (args.action in ("add", "set-role") and not role):
+        raise catalog.CatalogError(f"user {args.action}: give the account name"
+                                   + (" and its role" if args.action != "disable" else ""))
+    con = catalog.open_catalog(args.db, program="python -m core user")
+    try:
+        report = _change_account(con, args, role)
+    except ValueError as err:
+        raise catalog.CatalogError(str(err)) from err
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report.get("password"):
+        print(f"account {args.name} ({report['role']}) added; one-time password (changed at the "
+              f"first sign-in): {report['password']}")
+    else:
+        print(f"account {args.name}: " + ", ".join(f"{k} {v}" for k, v in report.items()
+                                                  if k not in ("name", "password")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -423,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", help="whose labels these are (default: DATASET/given)")
     p.add_argument("--classes", help="comma-separated class list; other classes are skipped")
     p.add_argument("--workers", type=int, help="reader processes (default: one per core)")
+    p.add_argument("--user", help="who ingests (a lead, once the catalog has accounts)")
 
     p = add("demo", cmd_demo, "build the demo catalog (CIFAR-10 and BCCD, or offline MNIST)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -437,12 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-consensus", action="store_true",
                    help="store the Dawid-Skene consensus for resolved labels")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for two objects to match")
+    p.add_argument("--user", help="who stores the consensus (a lead, once the catalog has accounts)")
 
     p = add("duplicates", cmd_duplicates,
             "exact and near duplicates, their groups, and leakage between splits")
     p.add_argument("--dataset", help="dataset (default: the first)")
-    p.add_argument("--method", default="phash", choices=["phash", "dhash"])
-    p.add_argument("--threshold", type=int, help="largest Hamming distance (default: calibrated)")
+    p.add_argument("--method", default=None, choices=["phash", "dhash", "embedding"],
+                   help="perceptual hash, or image embeddings (computed once, then cached beside "
+                   "the catalog); default: the best on bench/embeddings.py")
+    p.add_argument("--threshold", type=float,
+                   help="largest distance: Hamming bits for hashes, 1 - cosine similarity for "
+                   "embeddings (default: calibrated per method)")
 
     p = add("snapshot", cmd_snapshot, "name the current state of a dataset, or list snapshots")
     p.add_argument("--dataset", help="dataset (default: the first)")
@@ -482,6 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "train a micro-model on people's labels, evaluate it on "
                                 "held-out labels and predict the unlabelled images")
+    p.add_argument("--task", choices=["classify", "detect"], default="classify",
+                   help="classify images (default) or detect boxes (trained on people's boxes)")
+    p.add_argument("--images", type=int, help="detect: boxed images to train on; the rest "
+                   "are held out (default: all but 20%%)")
+    p.add_argument("--holdout-split", help="detect: evaluate on this split's boxed images")
     p.add_argument("--dataset", help="dataset (default: the first)")
     p.add_argument("--split", help="take training labels from this split (default: all)")
     p.add_argument("--classes", nargs="+", help="classes to learn (default: every class used)")
@@ -494,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchvision resnet18 state dict with --arch resnet18")
     p.add_argument("--arch", choices=["patches", "cnn", "resnet18"], help="default: patches")
     p.add_argument("--image-size", type=int, help="images are squashed to this square "
-                   "(default 32)")
+                   "(default 32); detect: the long side images are resized to (default 256)")
     p.add_argument("--user", help="who trains (recorded on the run)")
 
     p = add("autolabel", cmd_autolabel, "write a run's confident predictions as model labels "
@@ -526,6 +657,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="store_true", help="send them to a review queue")
     p.add_argument("--limit", type=int, default=30, help="rows printed (default 30)")
     p.add_argument("--user", help="who asks (recorded on the queue)")
+
+    p = add("user", cmd_user, "accounts: add, list, set-role, disable (a catalog without "
+                              "accounts is in single-user mode)")
+    p.add_argument("action", choices=["add", "list", "set-role", "disable"])
+    p.add_argument("name", nargs="?", help="the account")
+    p.add_argument("new_role", nargs="?", metavar="role", help="set-role: the new role")
+    p.add_argument("--role", help="add: viewer, annotator, lead or admin")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="add: read the password from standard input instead of generating one")
+    p.add_argument("--user", help="the acting admin (needed once the catalog has accounts)")
 
     p = add("stats", cmd_stats, "images, unreadable files, classes and label counts")
     p.add_argument("--dataset", help="one dataset (default: all)")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from core import catalog, modeleval
+from core import catalog, modeleval, users
 from core.catalog import CatalogError
 from core.config import home_dir
 
@@ -233,8 +234,9 @@ def train_run(con, dataset: catalog.Dataset, request: TrainRequest, *,
               created_by: str | None = None, job_id: int | None = None, progress=None) -> int:
     """Choose labels, train, save the weights, predict held-out and unlabelled images, evaluate.
     Returns the run id; a failure is recorded on the run (status 'failed') and raised."""
-    from core.micromodel import MicroModelError, load_images, save_micromodel
+    from core.micromodel import load_images, save_micromodel
 
+    users.require(con, created_by, "train")
     selection = choose_images(con, dataset, request)
     config = _micro_config(selection, request)
     run_id = catalog.create_model_run(
@@ -257,13 +259,20 @@ def train_run(con, dataset: catalog.Dataset, request: TrainRequest, *,
         catalog.finish_model_run(con, run_id, status="trained", weights=str(weights),
                                  metrics=_metrics(trained, selection, evaluation, speed,
                                                   len(targets)))
-    except MicroModelError as err:
-        catalog.finish_model_run(con, run_id, status="failed", error=str(err))
-        raise CatalogError(str(err)) from err
     except BaseException as err:
-        catalog.finish_model_run(con, run_id, status="failed", error=str(err) or type(err).__name__)
-        raise
+        fail_run(con, run_id, err)
     return run_id
+
+
+def fail_run(con, run_id: int, err: BaseException) -> NoReturn:
+    """Record `err` on the run (status 'failed') and raise it again: a model's input error
+    (MicroModelError, the user's to fix) as a CatalogError, anything else as it is."""
+    from core.micromodel import MicroModelError
+
+    catalog.finish_model_run(con, run_id, status="failed", error=str(err) or type(err).__name__)
+    if isinstance(err, MicroModelError):
+        raise CatalogError(str(err)) from err
+    raise err
 
 
 def run_evaluation(con, run_id: int) -> modeleval.Evaluation | None:
@@ -300,16 +309,19 @@ def _model_annotator(con, run_id: int) -> int:
 def _label_events(rows: pd.DataFrame, *, dataset_id: int, annotator_id: int | None, run_id: int,
                   op: str = "set", flag: str | None = None) -> pd.DataFrame:
     """Event rows (catalog.EVENT_COLUMNS) for `rows` with image_id, class_id, and optionally
-    score, object_id, replaces and annotator_id (else `annotator_id` for all)."""
+    score, object_id, replaces and annotator_id (else `annotator_id` for all), kind and box
+    x, y, w, h (else whole-image class labels)."""
     n = len(rows)
     empty = pd.Series([None] * n, dtype="Int64")
     return pd.DataFrame({
         "event_id": empty, "object_id": rows.get("object_id", empty).astype("Int64").to_numpy(),
         "dataset_id": dataset_id, "image_id": rows["image_id"].astype("int64").to_numpy(),
         "annotator_id": (rows["annotator_id"].astype("int64").to_numpy() if "annotator_id" in rows
-                         else annotator_id), "kind": "class", "op": op,
+                         else annotator_id),
+        "kind": rows["kind"].to_numpy() if "kind" in rows else "class", "op": op,
         "class_id": rows["class_id"].astype("int64").to_numpy(),
-        "x": np.nan, "y": np.nan, "w": np.nan, "h": np.nan, "points": None, "source": "model",
+        **{c: rows[c].astype(float).to_numpy() if c in rows else np.nan for c in "xywh"},
+        "points": None, "source": "model",
         "model_run_id": run_id, "score": rows.get("score", pd.Series(np.nan, index=rows.index))
         .astype(float).to_numpy(), "replaces": rows.get("replaces", empty).astype("Int64").to_numpy(),
         "flag": flag, "job_id": None, "created_at": catalog.now()})
@@ -350,12 +362,18 @@ def apply_run(con, run_id: int, *, threshold: float, strategy: str = "least-conf
     'model-review'), most uncertain first by `strategy`. Targets are the images without a
     person's label, or every predicted image with `include_labelled` (a model label never
     overrides a person's: it only adds the model's layer). Training images are never targets."""
+    users.require(con, created_by, "train")
     if strategy not in modeleval.STRATEGIES:
         raise CatalogError(f"unknown strategy {strategy!r}: choose one of "
                            f"{', '.join(modeleval.STRATEGIES)}")
     if not 0 <= threshold <= 1:
         raise CatalogError(f"threshold must lie between 0 and 1, got {threshold}")
     run = catalog.model_run(con, run_id)
+    if run["task"] == "detect":  # boxes: proposals above the threshold, uncertain images queued
+        from core import autodetect
+
+        return autodetect.apply_detect_run(con, run_id, threshold=threshold,
+                                           include_labelled=include_labelled, created_by=created_by)
     if run["status"] != "trained":
         raise CatalogError(f"run {run_id} is {run['status']}: only a trained run can be applied")
     if len(catalog.run_current_labels(con, run_id)):
@@ -365,14 +383,24 @@ def apply_run(con, run_id: int, *, threshold: float, strategy: str = "least-conf
     if not include_labelled:
         predictions = predictions[predictions["human_class"].isna()]
     labels, queue = _split_by_threshold(run, predictions, threshold=threshold, strategy=strategy)
+    return write_application(con, run, labels, queue, threshold=threshold, strategy=strategy,
+                             queue_name=f"model run {run_id}: below {threshold:.2f} ({strategy})",
+                             created_by=created_by)
+
+
+def write_application(con, run: dict, labels: pd.DataFrame, queue: pd.DataFrame, *,
+                      threshold: float, strategy: str, queue_name: str,
+                      created_by: str | None) -> ApplyResult:
+    """In one transaction: `labels` (see `_label_events`) as the run's model labels, `queue`
+    (image_id, reason) as a 'model-review' queue named `queue_name`, and the application."""
+    run_id = int(run["run_id"])
 
     def work():
         annotator = _model_annotator(con, run_id)
         catalog.append_label_events(con, _label_events(
             labels, dataset_id=run["dataset_id"], annotator_id=annotator, run_id=run_id))
-        queue_id = catalog.create_queue(
-            con, run["dataset_id"], f"model run {run_id}: below {threshold:.2f} ({strategy})",
-            "model-review", queue, created_by=created_by) if len(queue) else None
+        queue_id = catalog.create_queue(con, run["dataset_id"], queue_name, "model-review", queue,
+                                        created_by=created_by) if len(queue) else None
         catalog.add_application(con, run_id, threshold=threshold, strategy=strategy,
                                 labelled=len(labels), queued=len(queue), queue_id=queue_id,
                                 created_by=created_by)
@@ -385,6 +413,7 @@ def apply_run(con, run_id: int, *, threshold: float, strategy: str = "least-conf
 def rollback_run(con, run_id: int, *, by: str | None = None) -> int:
     """Remove every label the run wrote that is still current, as 'delete' events replacing
     each, and its review queues. Returns the labels removed."""
+    users.require(con, by, "train")
     run = catalog.model_run(con, run_id)
     current = catalog.run_current_labels(con, run_id).assign(replaces=lambda f: f["event_id"])
     applications = catalog.run_applications(con, run_id)

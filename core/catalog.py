@@ -7,6 +7,7 @@ Entry points: `open_catalog(path)` for a connection, then the query functions wi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import duckdb
 import pandas as pd
 
 SCHEMA_VERSION = 1
+_FILE_LOG = logging.getLogger("sieve.files")  # image paths refused as outside their root
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS seq_dataset START 1;
@@ -159,7 +161,7 @@ WITH layers AS (
     FROM annotator_labels WHERE kind IN ('box', 'polygon') GROUP BY ALL
 ), chosen AS (
     SELECT dataset_id, image_id,
-           arg_min(annotator_id, tier * 1000000000 + annotator_id) AS annotator_id
+           arg_min(annotator_id, tier::BIGINT * 1000000000 + annotator_id) AS annotator_id
     FROM layers GROUP BY dataset_id, image_id
 )
 SELECT l.* FROM annotator_labels l JOIN chosen USING (dataset_id, image_id, annotator_id)
@@ -329,24 +331,67 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
     path = Path(path)
     if read_only and not path.exists():
         raise CatalogError(f"no catalog at {path}: build one with `python -m core demo` or `ingest`")
+    if not read_only and str(path) != ":memory:":
+        _check_writable(path)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as err:
-        text = str(err)
+        text = " ".join(str(err).split())  # one line, whatever DuckDB wrote
         if "lock" in text.lower():
             raise CatalogBusy(
                 f"the catalog {path} is open for writing by {_describe_holder(path, text)}. "
                 "Only one process can write to it: stop that process, or run this from the "
                 "dashboard, then try again."
             ) from err
-        raise CatalogError(f"cannot open the catalog {path}: {text}") from err
+        if "permission denied" in text.lower():
+            raise CatalogError(f"cannot read the catalog {path}: permission denied") from err
+        raise CatalogError(_damaged(path, text)) from err
+    except duckdb.ConnectionException as err:  # this process has it open in the other mode
+        raise CatalogError(f"the catalog {path} is already open in this process "
+                           f"{'for writing' if read_only else 'read-only'}: use that "
+                           "connection, or close it first") from err
     except duckdb.Error as err:
-        raise CatalogError(f"{path} is not a usable catalog file: {err}") from err
+        raise CatalogError(_damaged(path, " ".join(str(err).split()))) from err
+    _check_complete(con, path)
     if not read_only:
         _ensure_schema(con)
         if str(path) != ":memory:":
             _leave_holder_note(path, program)
     return con
+
+
+def _check_writable(path: Path) -> None:
+    """Raise CatalogError when this process may not write the catalog file or, as DuckDB does
+    beside it (its write-ahead log), its folder: said up front, not at the first write."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CatalogError(f"the catalog {path} is read-only for you (file permissions): make it "
+                           "writable, or open it read-only (commands that only read it work)")
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        raise CatalogError(f"the catalog {path} is read-only for you: its folder {folder} is not "
+                           "writable, and a catalog keeps its write-ahead log beside it")
+
+
+def _check_complete(con, path: Path) -> None:
+    """Close `con` and raise CatalogError when the file is shorter than the blocks its header
+    counts (cut short by a failed copy or a full disk): refused before anything is written.
+    With a write-ahead log beside it, the log may hold those blocks: not checked then."""
+    if str(path) == ":memory:" or Path(str(path) + ".wal").exists():
+        return
+    size_row = _one(con.execute("PRAGMA database_size"))
+    # used blocks, not total: DuckDB truncates free blocks off the end of the file, so a healthy
+    # file can be shorter than total_blocks; it is never shorter than the blocks in use
+    block_size, used_blocks = int(size_row[2]), int(size_row[4])
+    size = path.stat().st_size
+    if size < block_size * used_blocks:
+        con.close()
+        raise CatalogError(_damaged(path, f"cut short: {size:,} bytes of at least "
+                                          f"{block_size * used_blocks:,}"))
+
+
+def _damaged(path: Path, detail: str) -> str:
+    return (f"the catalog {path} is damaged or is not a Sieve catalog ({detail}): restore it from "
+            "a backup, or choose another catalog file")
 
 
 def _leave_holder_note(path: Path, program: str | None) -> None:
@@ -365,6 +410,7 @@ def _ensure_schema(con) -> None:
         con.execute(SNAPSHOT_SCHEMA)
         con.execute(EDIT_SCHEMA)
         con.execute(MICROMODEL_SCHEMA)
+        con.execute(ACCOUNT_SCHEMA)
         con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     except duckdb.Error as err:
         raise CatalogError(f"the file is not a Sieve catalog or is damaged: {err}") from err
@@ -544,6 +590,23 @@ def image_file(con, image_id: int) -> tuple[str, str, bytes | None]:
     return row
 
 
+class PathOutsideRoot(CatalogError):
+    """An image path that would leave its dataset's root (e.g. '../' from an annotation file)."""
+
+
+def dataset_file(root: str, path: str, raw: bytes | None = None) -> str | bytes:
+    """The full name of an image file: `path` (or its raw bytes, for names that are not UTF-8)
+    under the dataset `root`. Refuses, and logs, a path that is absolute or climbs out of the
+    root with '..' (checked on the normalised name; symbolic links inside the root are followed,
+    as `export --images link` makes them)."""
+    base = os.path.abspath(os.fsencode(root) if raw else root)
+    full = os.path.abspath(os.path.join(base, raw if raw else path))
+    if os.path.commonpath([base, full]) != base:
+        _FILE_LOG.warning("refused to read %r: outside the dataset root %r", raw or path, root)
+        raise PathOutsideRoot(f"image path {path!r} points outside the dataset folder {root}")
+    return full
+
+
 def unreadable_images(con, dataset_id: int, *, limit: int = 1000) -> pd.DataFrame:
     """Columns: path, error — files that could not be read, with why."""
     return con.execute("""SELECT path, error FROM images WHERE dataset_id = ? AND status <> 'ok'
@@ -719,8 +782,8 @@ def mark_interrupted_jobs(con) -> None:
 
 
 def data_version(con) -> tuple:
-    """A key that changes whenever images, label events, problems or classes are added or a job
-    records progress or ends: what cached results of the queries below depend on."""
+    """A key that changes whenever images, label events, problems, classes or snapshots are added
+    or a job records progress or ends: what cached results of the queries below depend on."""
     return _one(con.execute("""SELECT (SELECT count(*) FROM images),
         (SELECT coalesce(max(event_id), 0) FROM label_events),
         (SELECT coalesce(max(problem_id), 0) FROM ingest_problems),
@@ -728,7 +791,14 @@ def data_version(con) -> tuple:
         (SELECT max(updated_at) FROM jobs),
         (SELECT coalesce(max(image_event_id), 0) FROM image_events),
         (SELECT count(*) FROM pair_marks),
-        (SELECT max(computed_at) FROM consensus)"""))
+        (SELECT max(computed_at) FROM consensus),
+        (SELECT coalesce(max(snapshot_id), 0) FROM snapshots)"""))
+
+
+def catalog_file(con) -> str | None:
+    """The catalog's file path, or None for an in-memory catalog (caches beside it go there)."""
+    return _one(con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"))[0]
 
 
 def dataset_overview(con, dataset_id: int) -> dict:
@@ -1413,7 +1483,7 @@ CREATE SEQUENCE IF NOT EXISTS seq_model_run START 1;
 CREATE TABLE IF NOT EXISTS model_runs (
     run_id       BIGINT PRIMARY KEY DEFAULT nextval('seq_model_run'),
     dataset_id   INTEGER NOT NULL,
-    task         VARCHAR NOT NULL,          -- 'classify', or 'find-more' (one class against the rest)
+    task         VARCHAR NOT NULL,          -- 'classify', 'find-more' (one class against the rest), 'detect'
     classes      VARCHAR NOT NULL,          -- JSON [[name, class_id or null], ...] in output order
     config       VARCHAR NOT NULL,          -- JSON: the model's config and how images were chosen
     metrics      VARCHAR,                   -- JSON: training summary and held-out evaluation
@@ -1436,13 +1506,21 @@ CREATE TABLE IF NOT EXISTS model_run_epochs (
 CREATE TABLE IF NOT EXISTS model_run_images (
     run_id       BIGINT NOT NULL,
     image_id     BIGINT NOT NULL,
-    role         VARCHAR NOT NULL,          -- 'train' or 'holdout'
+    role         VARCHAR NOT NULL,          -- 'train', 'holdout', or 'target' (predicted, not labelled)
     class_id     INTEGER                    -- the people's label it was given (output index)
 );
 CREATE TABLE IF NOT EXISTS model_predictions (
     run_id       BIGINT NOT NULL,
     image_id     BIGINT NOT NULL,
     probs        FLOAT[] NOT NULL           -- one probability per output, in the run's order
+);
+-- A detection run's proposals (task 'detect'): boxes in original pixels, with their scores.
+CREATE TABLE IF NOT EXISTS model_box_predictions (
+    run_id       BIGINT NOT NULL,
+    image_id     BIGINT NOT NULL,
+    output       INTEGER NOT NULL,          -- index into the run's classes
+    score        DOUBLE NOT NULL,
+    x DOUBLE, y DOUBLE, w DOUBLE, h DOUBLE
 );
 CREATE SEQUENCE IF NOT EXISTS seq_model_apply START 1;
 CREATE TABLE IF NOT EXISTS model_applications (
@@ -1579,9 +1657,10 @@ def run_predictions(con, run_id: int) -> pd.DataFrame:
 
 
 def run_current_labels(con, run_id: int) -> pd.DataFrame:
-    """Columns: event_id, object_id, dataset_id, image_id, annotator_id, class_id — labels a
-    model run wrote that are still current."""
-    return con.execute("""SELECT event_id, object_id, dataset_id, image_id, annotator_id, class_id
+    """Columns: event_id, object_id, dataset_id, image_id, annotator_id, class_id, kind, x, y,
+    w, h — labels a model run wrote that are still current."""
+    return con.execute("""SELECT event_id, object_id, dataset_id, image_id, annotator_id, class_id,
+            kind, x, y, w, h
         FROM current_labels WHERE model_run_id = ? ORDER BY event_id""", [run_id]).df()
 
 
@@ -1608,3 +1687,206 @@ def delete_queue(con, queue_id: int) -> None:
     """Remove a review queue and its items (reviews already made stay: they are label events)."""
     con.execute("DELETE FROM queue_items WHERE queue_id = ?", [queue_id])
     con.execute("DELETE FROM queues WHERE queue_id = ?", [queue_id])
+
+
+# ---- accounts and audit
+# Local accounts (core.users) and what the audit page reads: every recorded act, from label
+# events to account changes, as one log of who did what to which thing when.
+
+ACCOUNT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name         VARCHAR PRIMARY KEY,       -- also the annotator name of the person's edits
+    role         VARCHAR NOT NULL,          -- 'viewer', 'annotator', 'lead', 'admin'
+    password_hash VARCHAR NOT NULL,         -- bcrypt, salt and cost included
+    active       BOOLEAN NOT NULL,
+    must_change_password BOOLEAN NOT NULL,  -- a one-time password was set for them
+    created_at   TIMESTAMP NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS seq_user_event START 1;
+CREATE TABLE IF NOT EXISTS user_events (
+    user_event_id BIGINT PRIMARY KEY DEFAULT nextval('seq_user_event'),
+    name         VARCHAR NOT NULL,          -- the account acted on
+    action       VARCHAR NOT NULL,          -- 'add', 'set-role', 'disable', 'password'
+    detail       VARCHAR,                   -- e.g. the new role
+    author       VARCHAR,                   -- who did it (NULL: the first start)
+    created_at   TIMESTAMP NOT NULL
+);
+
+-- One row per recorded act. kind: 'label', 'image', 'pair', 'snapshot', 'model', 'queue',
+-- 'account'; who_kind: the annotator kind for label events ('human', 'import', 'model'),
+-- 'human' for the rest (they carry a person's name or none).
+CREATE OR REPLACE VIEW audit_log AS
+SELECT e.created_at, a.name AS who, a.kind AS who_kind, 'label' AS kind, e.dataset_id,
+       e.source || ' ' || CASE WHEN e.op = 'delete' THEN 'delete' ELSE 'set' END || ' ' || e.kind
+           AS action,
+       'image ' || e.image_id AS target,
+       concat_ws(', ', c.name,
+                 CASE WHEN e.model_run_id IS NOT NULL THEN 'run ' || e.model_run_id END,
+                 e.flag) AS detail
+FROM label_events e JOIN annotators a USING (annotator_id)
+LEFT JOIN classes c ON c.dataset_id = e.dataset_id AND c.class_id = e.class_id
+UNION ALL
+SELECT created_at, author, 'human', 'image', dataset_id, action, 'image ' || image_id,
+       concat_ws(', ', split, reason) FROM image_events
+UNION ALL
+SELECT created_at, author, 'human', 'pair', dataset_id, 'mark ' || verdict,
+       'images ' || image_a || ', ' || image_b, concat_ws(', ', method, 'distance ' || distance)
+FROM pair_marks
+UNION ALL
+SELECT created_at, author, 'human', 'snapshot', dataset_id, 'snapshot', name, note FROM snapshots
+UNION ALL
+SELECT created_at, created_by, 'human', 'model', dataset_id, 'train ' || task, 'run ' || run_id,
+       status FROM model_runs
+UNION ALL
+SELECT p.created_at, p.created_by, 'human', 'model', r.dataset_id, 'apply', 'run ' || p.run_id,
+       'threshold ' || round(p.threshold, 3) || ', ' || p.labelled || ' labels, ' || p.queued
+           || ' queued'
+FROM model_applications p JOIN model_runs r USING (run_id)
+UNION ALL
+SELECT p.rolled_back_at, p.rolled_back_by, 'human', 'model', r.dataset_id, 'roll back',
+       'run ' || p.run_id, NULL
+FROM model_applications p JOIN model_runs r USING (run_id) WHERE p.rolled_back_at IS NOT NULL
+UNION ALL
+SELECT created_at, created_by, 'human', 'queue', dataset_id, 'create queue', name, kind FROM queues
+UNION ALL
+SELECT created_at, author, 'human', 'account', NULL, action, name, detail FROM user_events;
+"""
+
+AUDIT_KINDS = ("label", "image", "pair", "snapshot", "model", "queue", "account")
+
+
+def count_users(con) -> int:
+    """How many accounts exist (active or not): none means single-user mode (also for a catalog
+    made before accounts existed, opened read-only so without the table)."""
+    try:
+        return _one(con.execute("SELECT count(*) FROM users"))[0]
+    except duckdb.CatalogException:
+        return 0
+
+
+def user_row(con, name: str) -> dict | None:
+    """name, role, password_hash, active, must_change_password, created_at of one account."""
+    result = con.execute("""SELECT name, role, password_hash, active, must_change_password,
+        created_at FROM users WHERE name = ?""", [name])
+    columns = [d[0] for d in result.description]
+    row = _one(result)
+    return dict(zip(columns, row)) if row else None
+
+
+def user_table(con) -> pd.DataFrame:
+    """Columns: name, role, active, must_change_password, created_at — never the hashes."""
+    if not count_users(con):
+        return pd.DataFrame(columns=["name", "role", "active", "must_change_password",
+                                     "created_at"])
+    return _small_frame(con.execute("""SELECT name, role, active, must_change_password, created_at
+        FROM users ORDER BY name"""))
+
+
+def count_active_admins(con) -> int:
+    return _one(con.execute("SELECT count(*) FROM users WHERE role = 'admin' AND active"))[0]
+
+
+def insert_user(con, name: str, role: str, password_hash: str, *,
+                must_change_password: bool) -> None:
+    con.execute("INSERT INTO users VALUES (?, ?, ?, true, ?, ?)",
+                [name, role, password_hash, must_change_password, now()])
+
+
+def update_user(con, name: str, *, role: str | None = None, active: bool | None = None,
+                password_hash: str | None = None, must_change_password: bool | None = None) -> None:
+    """Change the given fields of one account (None: keep)."""
+    con.execute("""UPDATE users SET role = coalesce(?, role), active = coalesce(?, active),
+        password_hash = coalesce(?, password_hash),
+        must_change_password = coalesce(?, must_change_password) WHERE name = ?""",
+        [role, active, password_hash, must_change_password, name])
+
+
+def add_user_event(con, name: str, action: str, *, detail: str | None,
+                   author: str | None) -> None:
+    con.execute("""INSERT INTO user_events (name, action, detail, author, created_at)
+        VALUES (?, ?, ?, ?, ?)""", [name, action, detail, author, now()])
+
+
+_AUDIT_WHERE = """(? IS NULL OR dataset_id = ?) AND (? IS NULL OR who = ?)
+    AND list_contains(?, kind) AND (? IS NULL OR created_at >= ?)
+    AND (? IS NULL OR created_at < ?)"""
+
+
+def _audit_params(dataset_id, who, kinds, since, until) -> list:
+    return [dataset_id, dataset_id, who, who, list(kinds), since, since, until, until]
+
+
+def audit_page(con, *, dataset_id: int | None, who: str | None, kinds: list[str],
+               since: datetime | None, until: datetime | None, limit: int,
+               offset: int) -> pd.DataFrame:
+    """Columns: created_at, who, who_kind, kind, dataset, action, target, detail — newest first,
+    one page of the acts matching every filter given (dataset_id None: all datasets and account
+    changes)."""
+    return _small_frame(con.execute(f"""SELECT l.created_at, l.who, l.who_kind, l.kind,
+            d.name AS dataset, l.action, l.target, l.detail
+        FROM (SELECT * FROM audit_log WHERE {_AUDIT_WHERE}) l
+        LEFT JOIN datasets d USING (dataset_id)
+        ORDER BY l.created_at DESC, l.kind, l.target LIMIT ? OFFSET ?""",
+        _audit_params(dataset_id, who, kinds, since, until) + [limit, offset]))
+
+
+def count_audit(con, *, dataset_id: int | None, who: str | None, kinds: list[str],
+                since: datetime | None, until: datetime | None) -> int:
+    return _one(con.execute(f"SELECT count(*) FROM audit_log WHERE {_AUDIT_WHERE}",
+                            _audit_params(dataset_id, who, kinds, since, until)))[0]
+
+
+def audit_activity(con, *, dataset_id: int | None, who: str | None, kinds: list[str],
+                   since: datetime | None, until: datetime | None) -> pd.DataFrame:
+    """Columns: who, day, kind, acts — people's acts (not imports or models) per day and kind."""
+    return _small_frame(con.execute(f"""SELECT who, CAST(created_at AS DATE) AS day, kind,
+            count(*) AS acts
+        FROM audit_log WHERE who_kind = 'human' AND who IS NOT NULL AND {_AUDIT_WHERE}
+        GROUP BY ALL ORDER BY day, who, kind""",
+        _audit_params(dataset_id, who, kinds, since, until)))
+
+
+def audit_people(con) -> list[str]:
+    """Names that can appear in the audit log: people (annotators of kind 'human', accounts and
+    authors of other acts) first, then imports and models."""
+    return [r[0] for r in con.execute("""SELECT name FROM (
+            SELECT name, kind = 'human' AS person FROM annotators
+            UNION ALL SELECT name, true FROM users
+            UNION ALL SELECT author, true FROM image_events
+            UNION ALL SELECT author, true FROM pair_marks
+            UNION ALL SELECT author, true FROM snapshots
+            UNION ALL SELECT created_by, true FROM model_runs
+            UNION ALL SELECT created_by, true FROM queues
+            UNION ALL SELECT author, true FROM user_events)
+        WHERE name IS NOT NULL GROUP BY name ORDER BY NOT bool_or(person), name""").fetchall()]
+
+
+# ---- detection micro-models (core.autodetect): people's boxes in, proposals out
+
+
+def human_boxes(con, dataset_id: int, *, split: str | None = None) -> pd.DataFrame:
+    """Columns: image_id, path, split, class_id, x, y, w, h — the resolved boxes of images whose
+    resolved box layer is people's (a review, the given labels or a person, never a model),
+    readable and not excluded, in image order."""
+    return con.execute("""
+        SELECT s.image_id, s.path, s.split, o.class_id, o.x, o.y, o.w, o.h
+        FROM resolved_objects o JOIN image_state s USING (dataset_id, image_id)
+        WHERE o.dataset_id = ? AND o.kind = 'box' AND o.annotator_kind <> 'model'
+          AND s.status = 'ok' AND NOT s.excluded AND (? IS NULL OR s.split = ?)
+        ORDER BY s.image_id, o.event_id""", [dataset_id, split, split]).df()
+
+
+def add_box_predictions(con, run_id: int, frame: pd.DataFrame) -> None:
+    """Store a detection run's proposals; `frame` columns: image_id, output, score, x, y, w, h."""
+    con.register("new_box_predictions", frame[["image_id", "output", "score", "x", "y", "w", "h"]])
+    con.execute("""INSERT INTO model_box_predictions SELECT ?, image_id, output, score, x, y, w, h
+        FROM new_box_predictions""", [run_id])
+    con.unregister("new_box_predictions")
+
+
+def run_box_predictions(con, run_id: int) -> pd.DataFrame:
+    """Columns: image_id, output, score, x, y, w, h — a detection run's proposals, by image and
+    best score first."""
+    return con.execute("""SELECT image_id, output, score, x, y, w, h FROM model_box_predictions
+        WHERE run_id = ? ORDER BY image_id, score DESC""", [run_id]).df()
+

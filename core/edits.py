@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from core import catalog
+from core import catalog, users
 from core.drawing import Shape, polygon_shape
 from core.labels import _fit_box, _fit_polygon
 
@@ -477,6 +477,7 @@ def save_changes(con, view: ImageView, plan: EditPlan, *, based_on: int, source:
         raise ValueError("nothing to save: the plan has no changes")
     if not (view.user or "").strip():
         raise ValueError("no user: every edit carries who made it")
+    users.require(con, view.user, "review" if source == "review" else "annotate")
     annotator_id = _annotator_id(con, view.user)
     con.begin()
     try:

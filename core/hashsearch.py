@@ -2,7 +2,9 @@
 
 Entry points: `find_pairs_within` (every pair of one set within a Hamming distance),
 `find_pairs_between` (queries against references) and `find_groups_within` (group ids without
-listing pairs); `group_pairs` and `list_groups` turn a pair list into groups.
+listing pairs); `group_pairs` and `list_groups` turn a pair list into groups. `search_within`
+returns the pairs among unique values (`ValuePairs`), which `count_pairs`, `expand_pairs` and
+`summarise_pairs` (groups and pair counts per label pair, never listing the pairs) read.
 """
 from __future__ import annotations
 
@@ -60,13 +62,8 @@ def find_pairs_within(
     The result is exact: the same pair set as comparing all N(N-1)/2 pairs.
     `workers` threads share the search (default: all CPUs).
     """
-    hashes = _check_hashes(hashes, "hashes")
-    _check_max_distance(max_distance)
-    values, inverse, counts = _unique_hashes(hashes)
-    a, b, _ = _search_unique(values, None, max_distance=max_distance, workers=workers)
-    members, starts = _members_by_value(inverse, counts)
-    rows = [_cross_rows(members, starts[a], counts[a], starts[b], counts[b]), _copy_rows(members, starts, counts)]
-    return _pairs_frame(_pair_keys(rows, members, n_right=hashes.size, ordered=True), hashes, hashes)
+    found = search_within(hashes, max_distance=max_distance, workers=workers)
+    return _pairs_frame(_item_pair_keys(found), hashes, hashes)
 
 
 def find_pairs_between(
@@ -103,11 +100,89 @@ def find_groups_within(
     identical hashes are one node, so 10,000 copies of one hash cost one value, not 50M pairs.
     Groups are numbered 0, 1, ... in the order of their first member.
     """
+    return _value_groups(search_within(hashes, max_distance=max_distance, workers=workers))
+
+
+@dataclass(frozen=True)
+class ValuePairs:
+    """The pairs found among the unique values of N items, before expanding them to items."""
+
+    a: np.ndarray  # (K,) int64 unique-value index, a < b
+    b: np.ndarray  # (K,) int64 unique-value index
+    inverse: np.ndarray  # (N,) int64 unique-value index of each item
+    counts: np.ndarray  # (U,) int64 items per unique value
+
+
+@dataclass(frozen=True)
+class PairSummary:
+    """Groups and pair counts of a search, per item label (e.g. the split), without the pairs."""
+
+    group_ids: np.ndarray  # (N,) int64 group per item, numbered by first member (as group_pairs)
+    pairs: np.ndarray  # (L, L) int64 pairs between labels s != t (symmetric); [s, s]: within s
+    with_partner: np.ndarray  # (L, L) int64 items of label s with at least one partner of label t
+
+    @property
+    def total_pairs(self) -> int:
+        return int(np.triu(self.pairs).sum())
+
+
+def search_within(hashes: np.ndarray, *, max_distance: int, workers: int | None = None) -> ValuePairs:
+    """The pairs within `max_distance` among the unique values of `hashes` ((N,) uint64)."""
     hashes = _check_hashes(hashes, "hashes")
     _check_max_distance(max_distance)
-    values, inverse, _ = _unique_hashes(hashes)
+    values, inverse, counts = _unique_hashes(hashes)
     a, b, _ = _search_unique(values, None, max_distance=max_distance, workers=workers)
-    return _number_by_first_member(_components(a, b, values.size)[inverse])
+    return ValuePairs(a, b, inverse, counts)
+
+
+def count_pairs(found: ValuePairs) -> int:
+    """Item pairs behind `found`: each value pair's copies times copies, plus pairs of copies."""
+    counts = found.counts
+    return int((counts[found.a] * counts[found.b]).sum() + (counts * (counts - 1) // 2).sum())
+
+
+def expand_pairs(found: ValuePairs) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) int64 i and (T,) int64 j, i < j, sorted by (i, j): every item pair behind `found`."""
+    keys = _item_pair_keys(found)
+    if keys.size > 1 and (keys[1:] < keys[:-1]).any():
+        keys.sort()
+    shift = _key_shift(found.inverse.size)
+    return np.right_shift(keys, shift), keys & ((1 << shift) - 1)
+
+
+def summarise_pairs(found: ValuePairs, labels: np.ndarray, *, n_labels: int | None = None) -> PairSummary:
+    """Groups, pairs per label pair and items with a partner per label pair, from value pairs
+    alone: exact, and cheap however many item pairs there are (10,000 copies: one value).
+    `labels` is (N,) int64 in 0..L-1 (L = `n_labels`, default labels.max() + 1)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_labels = int(labels.max()) + 1 if n_labels is None else n_labels
+    copies = np.zeros((found.counts.size, n_labels), np.int64)  # (U, L) items per value and label
+    np.add.at(copies, (found.inverse, labels), 1)
+    cross = copies[found.a].T @ copies[found.b]  # (L, L) value a's items in s against value b's in t
+    within = copies.T @ copies  # (L, L) copies of one value, s != t
+    np.fill_diagonal(within, (np.diag(within) - copies.sum(axis=0)) // 2)
+    pairs = cross + cross.T - np.diag(np.diag(cross)) + within
+    neighbours = np.zeros_like(copies)  # (U, L) items of each label among a value's partner values
+    np.add.at(neighbours, found.a, copies[found.b])
+    np.add.at(neighbours, found.b, copies[found.a])
+    with_partner = np.zeros((n_labels, n_labels), np.int64)
+    for s in range(n_labels):
+        others = copies.copy()
+        others[:, s] -= 1  # an item is not its own partner
+        with_partner[s] = copies[:, s] @ ((others > 0) | (neighbours > 0))
+    return PairSummary(_value_groups(found), pairs, with_partner)
+
+
+def _item_pair_keys(found: ValuePairs) -> np.ndarray:
+    """(T,) int64 pair keys (see `_pair_keys`) of every item pair behind `found`, i < j."""
+    members, starts = _members_by_value(found.inverse, found.counts)
+    a, b, counts = found.a, found.b, found.counts
+    rows = [_cross_rows(members, starts[a], counts[a], starts[b], counts[b]), _copy_rows(members, starts, counts)]
+    return _pair_keys(rows, members, n_right=found.inverse.size, ordered=True)
+
+
+def _value_groups(found: ValuePairs) -> np.ndarray:
+    return _number_by_first_member(_components(found.a, found.b, found.counts.size)[found.inverse])
 
 
 def group_pairs(pairs: pd.DataFrame, *, n_items: int) -> np.ndarray:

@@ -22,6 +22,7 @@ made by `resize_like_pillow`: Pillow's fixed-point arithmetic as exact float64 m
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import math
@@ -185,8 +186,12 @@ def _describe_error(err: Exception) -> str:
         return "permission denied: the file cannot be read"
     if isinstance(err, IsADirectoryError):
         return "is a folder, not a file"
-    if isinstance(err, OSError) and "truncated" in str(err):
+    if isinstance(err, OSError) and err.errno == errno.ELOOP:
+        return "symbolic link loop: the link never reaches a file"
+    if isinstance(err, OSError) and "truncated" in str(err).lower():
         return f"truncated or damaged image data: {err}"
+    if isinstance(err, OSError) and err.errno is None:  # raised by a decoder, not the system
+        return f"damaged image data: {err}"
     return f"{type(err).__name__}: {err}"
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import catalog
+from core import catalog, users
 from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
-                          read_annotations, scan_images)
+                          read_annotations, scan_images, utf8_text)
 from core.imageprobe import ProbeResult, probe_batch, probe_files
 from core.labels import import_labels
 
@@ -61,11 +61,14 @@ class IngestSummary:
 
 def stored_path(path: str) -> tuple[str, bytes | None]:
     """(UTF-8 text to store and show, raw bytes when the name is not valid UTF-8)."""
-    raw = os.fsencode(path)
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # not a file name (a lone surrogate from an annotation file)
+        return utf8_text(path), None
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace"), raw
+        return utf8_text(path), raw
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -270,11 +273,14 @@ def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Anno
 def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | None = None,
            dataset: str | None = None, split: str | None = None, annotator: str | None = None,
            classes: list[str] | None = None, workers: int | None = None,
-           job_id: int | None = None, progress: Progress | None = None) -> IngestSummary:
+           job_id: int | None = None, progress: Progress | None = None,
+           user: str | None = None) -> IngestSummary:
     """Ingest the images (and labels) under `source` into `dataset` (default: folder name).
 
     `classes` fixes the vocabulary: a label naming another class is skipped with its reason.
+    `user`: who ingests (a lead, once the catalog has accounts).
     """
+    users.require(con, user, "ingest")
     source = Path(source)
     if not source.is_dir():
         raise FormatError(f"source {source} is not a folder")

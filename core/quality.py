@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from core import catalog
+from core import catalog, users
 from core.agreement import AgreementReport, agreement_report, vote_entropy
 from core.consensus import DawidSkeneResult, dawid_skene, majority_vote
 
@@ -88,9 +88,10 @@ def dataset_quality(con, dataset: catalog.Dataset, *, kinds: tuple[str, ...] = (
 
 
 def save_consensus(con, dataset: catalog.Dataset, quality: DatasetQuality, *,
-                   method: str = "dawid-skene") -> int:
+                   method: str = "dawid-skene", user: str | None = None) -> int:
     """Store the consensus label and confidence of every voted image (replacing the previous
-    consensus of this dataset); returns the number of images."""
+    consensus of this dataset); returns the number of images. A lead's act (`user`)."""
+    users.require(con, user, "review")
     items = quality.consensus.items
     frame = pd.DataFrame({"image_id": items["item"].astype("int64"), "class_id": items["label"],
                           "confidence": items["confidence"], "n_votes": items["n_votes"]})

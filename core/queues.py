@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import numpy as np
 import pandas as pd
 
-from core import catalog
+from core import catalog, users
 
 KINDS = ("all", "stored", "flagged", "model")
 _FILTERS = ("split", "class_id", "annotator", "source")
@@ -96,6 +96,13 @@ def locate(image_ids: np.ndarray, *, image_id: int | None, position: int) -> int
         if len(hits):
             return int(hits[0])
     return int(min(max(position, 0), max(len(image_ids) - 1, 0)))
+
+
+def create_queue(con, dataset_id: int, name: str, kind: str, items: pd.DataFrame, *,
+                 created_by: str | None) -> int:
+    """A new review queue (`items` columns: image_id, reason, in review order); a lead's act."""
+    users.require(con, created_by, "review")
+    return catalog.create_queue(con, dataset_id, name, kind, items, created_by=created_by)
 
 
 def load_position(con, user: str, spec: QueueSpec) -> tuple[int, int | None]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from core import catalog
+from core import catalog, users
 
 NOW = "now"  # the name that means "the catalog as it is"
 CHANGES = ["added", "removed", "changed"]
@@ -33,6 +33,7 @@ class LabelDiff:
 def create_snapshot(con, dataset: catalog.Dataset, name: str, *, author: str | None = None,
                     note: str | None = None) -> catalog.Point:
     """Name the dataset's current state; returns its point. Names are unique per dataset."""
+    users.require(con, author, "snapshot")
     name = name.strip()
     if not name or name == NOW:
         raise catalog.CatalogError(f"snapshot name {name!r} is empty or reserved: choose another")

@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from core import catalog, quality
+from core import catalog, quality, queues
 from core.box_agreement import dataset_object_agreement
 
 con = ui.get_cursor()
@@ -89,11 +89,11 @@ user = st.session_state.get("user") or "unknown"
 send, use = st.columns(2)
 if send.button("Send the disagreement list to the fix queue", key="send_queue"):
     items = result.disagreements.assign(reason="votes: " + result.disagreements["votes"])
-    queue_id = catalog.create_queue(con, dataset.dataset_id, "disagreements", "disagreement",
-                                    items, created_by=user)
+    queue_id = queues.create_queue(con, dataset.dataset_id, "disagreements", "disagreement",
+                                   items, created_by=user)
     st.success(f"Queue {queue_id} holds {len(items):,} images, most disputed first.")
 if use.button("Use the Dawid-Skene consensus for resolved labels", key="save_consensus"):
-    count = quality.save_consensus(con, dataset, result)
+    count = quality.save_consensus(con, dataset, result, user=user)
     st.success(f"Consensus stored for {count:,} images: where an image has no review and no "
                "given label, its resolved class is now the consensus.")
 

@@ -1,14 +1,56 @@
-"""Duplicates: exact copies, near duplicates by perceptual hash, leakage between splits, and
-reversible resolutions."""
+"""Duplicates: exact copies, near duplicates by perceptual hash or image embeddings, leakage
+between splits, and reversible resolutions. Past duplicates.PAIR_CAP pairs (one huge cluster) the
+page works from groups and counts, and lists only the pairs of the group opened."""
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 from PIL import Image
 
 import ui
-from core import catalog, duplicates
+from core import catalog, duplicates, embeddings, jobs, queues
 
-SEARCH_MAX = 16  # the slider's range
+SEARCH_MAX = 16  # the Hamming slider's range
+GRID_MAX = 60  # thumbnails drawn of one group
+QUEUE_MAX = 20_000  # images a duplicates review queue holds at most
+
+
+def _running() -> bool:
+    return any(jobs.is_running(j) for j in st.session_state.get("dup_jobs", []))
+
+
+@st.fragment(run_every=1.0 if _running() else None)
+def embedding_jobs_panel() -> None:
+    mine = st.session_state.get("dup_jobs", [])
+    if mine:
+        ui.job_progress_ui(ui.get_cursor(), mine[-1:])
+
+
+def threshold_ui(column, method: str) -> float:
+    """The method's distance slider (Hamming bits, or 1 - cosine similarity)."""
+    if method == "embedding":
+        return column.slider("Largest distance (1 - cosine similarity)", 0.0, 0.5,
+                             duplicates.DEFAULT_DISTANCE[method], 0.01, key="dup_distance_embedding",
+                             help="The default comes from bench/embeddings.py (bench/RESULTS.md)")
+    return column.slider("Largest Hamming distance", 0, SEARCH_MAX, duplicates.DEFAULT_DISTANCE[method],
+                         key=f"dup_distance_{method}", help="The default comes from the calibration "
+                         "on CIFAR-10 JPEG / lossless pairs (bench/RESULTS.md)")
+
+
+def embeddings_missing_ui() -> None:
+    """Offer the embedding job (reads every image once), then stop the page."""
+    st.info("This dataset has no embeddings yet: computing them reads every image once "
+            "(about a minute for 60,000 small images); they are kept for later visits.")
+
+    def work(cursor, progress, job_id) -> dict:
+        return {"images": len(embeddings.dataset_embeddings(cursor, dataset, progress=progress).image_ids)}
+
+    if st.button("Compute embeddings", key="dup_embed", disabled=_running()):
+        job = jobs.start_job(ui.get_connection(), "embeddings", {"dataset": dataset.name}, work)
+        st.session_state["dup_jobs"] = st.session_state.get("dup_jobs", []) + [job]
+        st.rerun()
+    embedding_jobs_panel()
+    st.stop()
+
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)
@@ -19,28 +61,40 @@ if dataset is None:
 user = st.session_state.get("user") or "unknown"
 
 c1, c2, c3 = st.columns([1, 2, 2])
-method = c1.selectbox("Hash", duplicates.METHODS, key="dup_method")
-distance = c2.slider("Largest Hamming distance", 0, SEARCH_MAX, duplicates.DEFAULT_DISTANCE[method],
-                     key="dup_distance", help="The default comes from the calibration on CIFAR-10 "
-                     "JPEG / lossless pairs (bench/RESULTS.md)")
+embedded = ui.cached(embeddings.cached_embeddings, con, dataset) is not None
+# the default method once its embeddings exist; until then the page opens on phash, which needs
+# no job, and the embedding method offers to compute them
+method = c1.selectbox("Method", duplicates.METHODS, key="dup_method", index=duplicates.METHODS.index(
+    duplicates.DEFAULT_METHOD if embedded else "phash"))
+if not embedded and method != "embedding":
+    c1.caption("Embeddings (the default once computed) also find re-crops and small shifts: "
+               "choose *embedding* to compute them.")
+distance = threshold_ui(c2, method)
+if method == "embedding" and not embedded:
+    embeddings_missing_ui()
 with st.spinner("Searching near duplicates..."):
     wide = ui.cached(duplicates.find_duplicates, con, dataset, method=method, max_distance=distance)
 sizes = ui.cached(catalog.hash_table, con, dataset.dataset_id).groupby("split", dropna=False).size()
-split_pairs = ["all"] + sorted({" <-> ".join(sorted((str(a), str(b)))) for a, b in
-                                zip(wide.pairs["split_a"], wide.pairs["split_b"])})
+split_pairs = ["all"] + sorted({" <-> ".join(sorted((str(a), str(b)))) for a, b in zip(
+    *((wide.pairs["split_a"], wide.pairs["split_b"]) if wide.pairs_listed
+      else (wide.leakage["split_a"], wide.leakage["split_b"])))})
 chosen = c3.selectbox("Split pair", split_pairs, key="dup_splits")
 report = duplicates.narrow(wide, distance, split_sizes=sizes,
                            splits=None if chosen == "all" else tuple(chosen.split(" <-> ")))
 
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Near-duplicate pairs", f"{len(report.pairs):,}")
+m1.metric("Near-duplicate pairs", f"{report.pair_count:,}")
 m2.metric("Groups", f"{len(report.groups):,}")
 m3.metric("Exact copies (groups)", f"{report.exact['group'].nunique():,}")
 leak = report.leakage
 m4.metric("Images leaking across splits", f"{int(leak['images_a'].sum()) if len(leak) else 0:,}")
-by_distance = wide.pairs.groupby("distance").size().reindex(range(distance + 1), fill_value=0)
-st.plotly_chart(px.bar(x=by_distance.index, y=by_distance.cumsum().values,
-                       labels={"x": "distance", "y": "pairs within"}, height=220), key="dup_curve")
+if wide.pairs_listed and len(wide.pairs):
+    within = wide.pairs["distance"].value_counts().sort_index().cumsum()
+    st.plotly_chart(px.bar(x=within.index, y=within.values, labels={"x": "distance", "y": "pairs within"},
+                           height=220), key="dup_curve")
+elif not wide.pairs_listed:
+    st.info(f"{wide.pair_count:,} pairs are too many to list: groups and counts below; the pairs "
+            f"of the group you open are listed (among its first {duplicates.GROUP_PAIR_MEMBERS}).")
 
 st.subheader("Leakage between splits")
 st.dataframe(leak, hide_index=True, column_config={"share_a": st.column_config.NumberColumn(
@@ -48,16 +102,20 @@ st.dataframe(leak, hide_index=True, column_config={"share_a": st.column_config.N
 
 st.subheader("Groups, largest first")
 groups = report.groups
+group = None
 if groups.empty:
     st.success("No near duplicates at this distance.")
 else:
     page = st.number_input(f"Group (of {len(groups):,})", 1, len(groups), 1, key="dup_group")
     group = groups.iloc[page - 1]
-    states = catalog.image_states(con, dataset.dataset_id, group["image_ids"]).set_index("image_id")
+    shown_ids, shown_paths = group["image_ids"][:GRID_MAX], group["paths"][:GRID_MAX]
+    if group["size"] > GRID_MAX:
+        st.caption(f"The first {GRID_MAX} of {group['size']:,} images")
+    states = catalog.image_states(con, dataset.dataset_id, shown_ids).set_index("image_id")
     ui.image_grid_ui(dataset.root, pd.DataFrame({  # the caption's second line is the split
-        "path": group["paths"], "class": states.loc[group["image_ids"], "split"].astype(str).values}))
-    keep_path = st.selectbox("Keep", group["paths"], key="dup_keep")
-    keep = group["image_ids"][group["paths"].index(keep_path)]
+        "path": shown_paths, "class": states.loc[shown_ids, "split"].astype(str).values}))
+    keep_path = st.selectbox("Keep", shown_paths, key="dup_keep")
+    keep = shown_ids[shown_paths.index(keep_path)]
     others = [i for i in group["image_ids"] if i != keep]
     a1, a2, a3 = st.columns(3)
     if a1.button("Keep this one, exclude the others", key="dup_keep_one"):
@@ -75,13 +133,27 @@ else:
         batch = duplicates.exclude_images(con, dataset, ids, author=user,
                                           reason=f"near duplicate across splits ({drop_split})")
         st.success(f"Excluded {len(ids)} images of {drop_split} ({batch}).")
+    if st.button(f"Send the {len(groups):,} groups to the fix queue", key="dup_queue",
+                 help=f"Members of each group one after another, largest groups first (at most "
+                      f"{QUEUE_MAX:,} images)"):
+        items = queues.duplicate_group_items(groups, limit=QUEUE_MAX)
+        queue_id = queues.create_queue(con, dataset.dataset_id, f"duplicates ({method})",
+                                       "duplicates", items, created_by=user)
+        st.success(f"Queue {queue_id} holds {len(items):,} images: open it on the Fix labels page.")
 
 st.subheader("Compare a pair")
-if len(report.pairs):
-    pairs = report.pairs.reset_index(drop=True)
+if report.pairs_listed:
+    pairs = report.pairs.sort_values(["distance", "a"], kind="stable").reset_index(drop=True)
+elif group is not None:
+    pairs = ui.cached(duplicates.pairs_of_group, con, dataset, tuple(group["image_ids"]),
+                      method=method, max_distance=distance)
+    st.caption(f"Pairs of group {page} (among its first {duplicates.GROUP_PAIR_MEMBERS} images)")
+else:
+    pairs = report.pairs
+if len(pairs):
     k = st.number_input(f"Pair (of {len(pairs):,}, closest first)", 1, len(pairs), 1, key="dup_pair")
-    pair = pairs.sort_values(["distance", "a"]).iloc[k - 1]
-    first, second = (Image.open(f"{dataset.root}/{p}") for p in (pair["a"], pair["b"]))
+    pair = pairs.iloc[k - 1]
+    first, second = (Image.open(catalog.dataset_file(dataset.root, p)) for p in (pair["a"], pair["b"]))
     diff, mean = duplicates.pixel_difference(first, second)
     scale = max(1, 256 // max(first.size))
     cols = st.columns(3)
@@ -94,8 +166,7 @@ if len(report.pairs):
     v1, v2 = st.columns(2)
     for col, verdict in ((v1, "duplicate"), (v2, "not duplicate")):
         if col.button(f"Mark: {verdict}", key=f"mark_{verdict}"):
-            duplicates.mark_pairs(con, dataset, pairs.iloc[[pairs.index[k - 1]]], verdict,
-                                  method=method, author=user)
+            duplicates.mark_pairs(con, dataset, pairs.iloc[[k - 1]], verdict, method=method, author=user)
             st.success(f"Marked as {verdict}.")
     quality = duplicates.threshold_quality(wide.pairs, catalog.pair_marks(con, dataset.dataset_id))
     if quality["marked"].max() if len(quality) else 0:

@@ -1,5 +1,6 @@
 """Export: snapshots of the labels, what changed between them, exports in the common formats
 (run as a job), and a preview of the augmentations an oversampled export applies."""
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -25,6 +26,8 @@ def export_jobs_panel() -> None:
     if mine:
         ui.job_progress_ui(ui.get_cursor(), mine[-3:])
 
+
+classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
 
 st.subheader("Snapshots")
 with st.form("snapshot_form"):
@@ -74,6 +77,12 @@ if len(diff.changes):
             f"+{a} −{r} ~{c}" for a, r, c in counts]}))
 
 
+def _target(shares: pd.DataFrame) -> dict | None:
+    """Class → target share as edited, None while every class has the same share (uniform)."""
+    values = shares.set_index("class")["target_share"].fillna(0.0).astype(float)
+    return None if values.nunique() <= 1 else values.to_dict()
+
+
 def export_form_ui() -> dict | None:
     """The export form; returns the chosen options (as keyword arguments) when submitted."""
     splits = ui.cached(catalog.split_names, con, dataset.dataset_id)
@@ -94,6 +103,9 @@ def export_form_ui() -> dict | None:
         weights = c6.checkbox("Write per-class sampling weights", True, key="export_weights")
         oversample = c6.checkbox("Oversample minority classes (train) by augmentation",
                                  key="export_oversample")
+        with st.expander("Target class shares (weights and oversampling; default uniform)"):
+            shares = st.data_editor(pd.DataFrame({"class": classes, "target_share": 1.0}),
+                                    hide_index=True, disabled=["class"], key="export_target")
         overwrite = st.checkbox("Overwrite the files in the folder if it is not empty",
                                 key="export_overwrite")
         if not st.form_submit_button("Export", type="primary") or not out:
@@ -104,7 +116,7 @@ def export_form_ui() -> dict | None:
     options = export.ExportOptions(
         format=fmt, splits=tuple(chosen) or None, include_excluded=excluded, model_labels=models,
         images=None if images == "default" else images, strip_exif=strip, weights=weights,
-        oversample=oversample, force=overwrite)
+        target=_target(shares), oversample=oversample, force=overwrite)
     try:
         export.check_options(options)
     except export.ExportError as err:
@@ -134,7 +146,6 @@ config = augment.AugmentConfig(flip=a1.checkbox("Flip", True, key="aug_flip"),
                                rotation=a3.slider("Rotation (±°)", 0, 45, 10, key="aug_rotation"),
                                colour=a4.checkbox("Colour", True, key="aug_colour"))
 seed = a5.number_input("Seed", 0, 10_000, 0, key="aug_seed")
-classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
 for path, image, objects in ui.cached(export.preview_samples, con, dataset, count=2, seed=seed):
     views = [("original", image, objects)]
     for k in range(3):

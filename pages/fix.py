@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 import ui
-from core import catalog, edits, queues
+from core import catalog, edits, queues, users
 from core.drawing import display_scale, shapes_from_drawing, to_drawing
 from ui import canvas
 
@@ -94,6 +94,9 @@ def save(plan: edits.EditPlan, kind: str, *, based_on: int | None = None, **how)
     except edits.StaleView as err:
         st.session_state["fix_conflict"] = {"message": str(err), "plan": plan, "kind": kind,
                                             "based_on": err.event_id, "how": how}
+        return False
+    except users.PermissionDenied as err:  # the core check; the page also disables the buttons
+        note("error", f"Not saved: {err}.")
         return False
     st.session_state["fix_reload"] = True
     st.toast(f"Saved ({kind}): {plan.summary}.", icon=":material/check_circle:")

@@ -43,10 +43,11 @@ def ingest_form_ui() -> dict | None:
 
 request = ingest_form_ui()
 if request:
-    def work(cursor, progress, job_id, request=request):
+    def work(cursor, progress, job_id, request=request, user=st.session_state.get("user")):
         return ingest.ingest(cursor, request["source"], fmt=request["fmt"], labels=request["labels"],
                              dataset=request["dataset"], split=request["split"],
-                             annotator=request["annotator"], job_id=job_id, progress=progress)
+                             annotator=request["annotator"], job_id=job_id, progress=progress,
+                             user=user)
 
     job_id = jobs.start_job(ui.get_connection(), "ingest", request, work)
     st.session_state.setdefault("my_jobs", []).append(job_id)

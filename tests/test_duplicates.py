@@ -52,7 +52,7 @@ def _group_of(report, name):
 
 def test_find_duplicates_exact_groups_by_bytes_and_pixels(dup_catalog):
     con, ds, _ = dup_catalog
-    report = duplicates.find_duplicates(con, ds)
+    report = duplicates.find_duplicates(con, ds, method="phash")
     exact = {kind: set(g["path"]) for kind, g in report.exact.groupby("kind")}
     assert exact["bytes"] == {"original.png", "byte_copy.png"}
     # the BMP has the PNG's pixels (and so has the PNG's byte copy)
@@ -61,7 +61,7 @@ def test_find_duplicates_exact_groups_by_bytes_and_pixels(dup_catalog):
 
 def test_find_duplicates_near_matches_what_phash_can_see(dup_catalog):
     con, ds, _ = dup_catalog
-    report = duplicates.find_duplicates(con, ds)
+    report = duplicates.find_duplicates(con, ds, method="phash")
     assert report.images == 8  # broken.png is unreadable: no hashes, left out
     group = _group_of(report, "original.png")
     assert {"byte_copy.png", "same_pixels.bmp", "reencoded.jpg", "resized.png"} <= group
@@ -71,7 +71,7 @@ def test_find_duplicates_near_matches_what_phash_can_see(dup_catalog):
 
 def test_find_duplicates_crop_needs_a_wider_distance(dup_catalog):
     con, ds, _ = dup_catalog
-    pairs = duplicates.find_duplicates(con, ds, max_distance=64).pairs
+    pairs = duplicates.find_duplicates(con, ds, method="phash", max_distance=64).pairs
     crop = pairs[(pairs["a"] + pairs["b"]).isin(["original.pngcropped.png", "cropped.pngoriginal.png"])]
     assert int(crop["distance"].iloc[0]) > duplicates.DEFAULT_DISTANCE["phash"]
 
@@ -102,16 +102,16 @@ def test_leakage_summary_by_hand():
 
 def test_resolve_keep_one_then_undo(dup_catalog):
     con, ds, _ = dup_catalog
-    report = duplicates.find_duplicates(con, ds)
+    report = duplicates.find_duplicates(con, ds, method="phash")
     ids = dict(zip(catalog.hash_table(con, ds.dataset_id)["path"], catalog.hash_table(con, ds.dataset_id)["image_id"]))
     batch = duplicates.resolve_keep_one(con, ds, ids["original.png"],
                                         [ids["byte_copy.png"], ids["reencoded.jpg"]], author="lead")
-    after = duplicates.find_duplicates(con, ds)
+    after = duplicates.find_duplicates(con, ds, method="phash")
     assert after.images == report.images - 2
     state = catalog.image_states(con, ds.dataset_id, [ids["byte_copy.png"]]).iloc[0]
     assert state["excluded"] and state["excluded_reason"] == "duplicate of original.png"
     duplicates.undo_resolution(con, ds, batch, author="lead")
-    assert duplicates.find_duplicates(con, ds).images == report.images
+    assert duplicates.find_duplicates(con, ds, method="phash").images == report.images
 
 
 def test_move_group_changes_split_and_undo_restores_it(dup_catalog):
@@ -132,6 +132,16 @@ def test_threshold_quality_by_hand():
     assert table.loc[0, "precision"] == 1.0 and table.loc[0, "recall"] == 0.5
     assert table.loc[2, "recall"] == 1.0
     assert table.loc[4, "precision"] == pytest.approx(2 / 3)
+
+
+def test_threshold_quality_embedding_distances_in_hundredths():
+    pairs = pd.DataFrame({"image_a": [1, 2, 3], "image_b": [9, 8, 7], "distance": [0.051, 0.12, 0.1249]})
+    marks = pd.DataFrame({"image_a": [1, 2, 3], "image_b": [9, 8, 7],
+                          "verdict": ["duplicate", "not duplicate", "duplicate"]})
+    table = duplicates.threshold_quality(pairs, marks)
+    assert table["threshold"].tolist() == [0.06, 0.12, 0.13]  # each distance rounded up
+    assert table["marked"].tolist() == [1, 2, 3]
+    assert table["precision"].tolist() == pytest.approx([1, 1 / 2, 2 / 3])
 
 
 def test_duplicate_annotations_found_and_fixed(tmp_path):
@@ -161,9 +171,24 @@ def test_duplicates_cli_json(dup_catalog):
     out = subprocess.run([sys.executable, "-m", "core", "duplicates", "--db", str(db), "--json"],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
-    assert report["method"] == "phash" and report["threshold"] == duplicates.DEFAULT_DISTANCE["phash"]
+    default = duplicates.DEFAULT_METHOD
+    assert report["method"] == default and report["threshold"] == duplicates.DEFAULT_DISTANCE[default]
+    assert report["images"] == 8 and report["pairs_listed"]
+    out = subprocess.run([sys.executable, "-m", "core", "duplicates", "--db", str(db), "--json",
+                          "--method", "phash", "--threshold", "6"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert report["method"] == "phash" and report["threshold"] == 6
     assert {"a", "b", "distance", "split_a", "split_b"} <= set(report["pairs"][0])
     assert any("original.png" in group for group in report["groups"])
+
+
+def test_duplicates_cli_rejects_a_fractional_hamming_threshold(dup_catalog):
+    con, _, db = dup_catalog
+    con.close()
+    out = subprocess.run([sys.executable, "-m", "core", "duplicates", "--db", str(db),
+                          "--method", "dhash", "--threshold", "2.5"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "dhash threshold is a Hamming distance" in out.stderr
 
 
 def _lossless_hashes(folder: Path) -> np.ndarray:
@@ -201,3 +226,75 @@ def test_excluded_images_leave_the_balance_counts(dup_catalog):
     assert total() == 1
     duplicates.undo_resolution(con, ds, batch, author="lead")
     assert total() == 2
+
+
+# ---------------------------------------------------------------- one huge cluster, embeddings
+
+
+def build_cluster_catalog(path: Path, folder: Path, *, train: int, test: int) -> Path:
+    """A catalog whose images are all one picture: `train` copies in train/, `test` in test/."""
+    data = encode(scene(32, 32, seed=5), "PNG")
+    for split, count in (("train", train), ("test", test)):
+        (folder / split / "scene").mkdir(parents=True)  # split folder, class folder
+        for k in range(count):
+            (folder / split / "scene" / f"{k:05d}.png").write_bytes(data)
+    con = catalog.open_catalog(path)
+    ingest(con, folder, fmt="imagefolder", dataset="same", workers=1)
+    con.close()
+    return path
+
+
+def test_find_duplicates_huge_cluster_counts_without_listing(tmp_path):
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=500, test=3)
+    con = catalog.open_catalog(db)
+    ds = catalog.find_dataset(con, "same")
+    report = duplicates.find_duplicates(con, ds, method="phash", max_pairs=1000, with_exact=False)
+    assert not report.pairs_listed and report.pairs.empty
+    assert report.pair_count == 503 * 502 // 2
+    assert report.groups["size"].tolist() == [503]
+    leak = report.leakage.iloc[0]
+    assert (leak["split_a"], leak["split_b"], leak["pairs"], leak["images_a"], leak["images_b"]) == \
+        ("test", "train", 1500, 3, 500)
+    assert leak["share_a"] == 1.0
+    listed = duplicates.find_duplicates(con, ds, method="phash", with_exact=False)
+    assert listed.pairs_listed and len(listed.pairs) == report.pair_count
+    pd.testing.assert_frame_equal(listed.leakage, report.leakage)  # same counts either way
+    pairs = duplicates.pairs_of_group(con, ds, report.groups["image_ids"].iloc[0], method="phash",
+                                      max_distance=4, max_members=50)
+    assert len(pairs) == 50 * 49 // 2 and (pairs["distance"] == 0).all()
+    con.close()
+
+
+def test_narrow_without_listed_pairs_filters_groups_by_split(tmp_path):
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=30, test=2)
+    con = catalog.open_catalog(db)
+    report = duplicates.find_duplicates(con, catalog.find_dataset(con, "same"), method="phash",
+                                        max_pairs=10, with_exact=False)
+    narrowed = duplicates.narrow(report, 4, splits=("train", "test"))
+    assert narrowed.pair_count == 60 and len(narrowed.groups) == 1
+    with pytest.raises(ValueError, match="search again at distance 2"):
+        duplicates.narrow(report, 2)
+    con.close()
+
+
+def test_check_threshold_per_method():
+    assert duplicates.check_threshold("phash", None) == 4
+    assert duplicates.check_threshold("dhash", 6.0) == 6
+    assert duplicates.check_threshold("embedding", 0.25) == 0.25
+    with pytest.raises(ValueError, match="whole number in 0..64; got 4.5"):
+        duplicates.check_threshold("phash", 4.5)
+    with pytest.raises(ValueError, match="1 - cosine similarity, in 0..2; got 3"):
+        duplicates.check_threshold("embedding", 3)
+    with pytest.raises(ValueError, match="unknown method 'ahash'"):
+        duplicates.check_threshold("ahash", None)
+
+
+def test_find_duplicates_embedding_ranks_the_crop_above_unrelated(dup_catalog):
+    con, ds, _ = dup_catalog
+    report = duplicates.find_duplicates(con, ds, method="embedding", max_distance=2)
+    assert report.method == "embedding" and len(report.pairs) == 8 * 7 // 2
+    distance = {frozenset((a, b)): d for a, b, d in report.pairs[["a", "b", "distance"]].itertuples(index=False)}
+    assert distance[frozenset(("original.png", "byte_copy.png"))] < 0.01
+    crop = distance[frozenset(("original.png", "cropped.png"))]
+    assert crop < distance[frozenset(("original.png", "unrelated.png"))]
+    assert crop < distance[frozenset(("cropped.png", "unrelated.png"))]

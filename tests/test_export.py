@@ -1,7 +1,7 @@
 """Exports (core.export) and augmentation (core.augment): round trips through the catalog that
 must give back the same boxes, files and annotators; the options (splits, exclusions, model
 labels, EXIF, weights, oversampling); safe writing (refusing a non-empty folder, no half-written
-file after an interruption); the command line and the Export page."""
+file after an interruption); the command line. The Export page: tests/test_export_page.py."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from core import augment, catalog, export
@@ -129,8 +130,8 @@ def test_export_coco_round_trip_bccd_same_boxes(bccd, tmp_path):
 
 
 def test_export_coco_loads_in_pycocotools_and_cocoeval_runs(bccd, tmp_path):
-    coco_api = pytest.importorskip("pycocotools.coco")
-    cocoeval = pytest.importorskip("pycocotools.cocoeval")
+    from pycocotools import coco as coco_api, cocoeval  # pinned in requirements-dev.txt
+
     con, ds = bccd
     export_dataset(con, ds, tmp_path / "coco", ExportOptions(format="coco", images="link",
                                                              splits=("test",)))
@@ -166,6 +167,58 @@ def test_export_yolo_round_trip_identical_files(yolo_con, tmp_path):
     source, out = files_under(tmp_path / "yolo"), files_under(tmp_path / "out")
     assert {k: v for k, v in out.items() if k.startswith(("images/", "labels/", "data.yaml"))} \
         == source
+
+
+IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+
+
+def ultralytics_label_path(image: str) -> str:
+    """Where Ultralytics looks for an image's labels: the last /images/ of its path becomes
+    /labels/ and the suffix .txt (its img2label_paths)."""
+    return "/labels/".join(image.rsplit("/images/", 1)).rsplit(".", 1)[0] + ".txt"
+
+
+def check_ultralytics_layout(out: Path) -> dict[str, int]:
+    """Check an export against the detection dataset layout Ultralytics documents: data.yaml
+    with train and val folders (relative to the file's folder when `path` is absent) and
+    `names` numbered 0..n-1; per image at most one label file, found by the rule above, whose
+    rows are `class cx cy w h` or `class x1 y1 x2 y2 ...` with fractions in [0, 1]; no label
+    file without its image. Returns the number of labelled images per split."""
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    root = Path(data.get("path") or out)
+    assert {"train", "val", "names"} <= set(data)
+    assert list(data["names"]) == list(range(len(data["names"])))
+    labelled, expected = {}, set()
+    for split in ("train", "val", "test"):
+        if split not in data:
+            continue
+        images = [p for p in (root / data[split]).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        assert images, f"{split}: no images under {data[split]}"
+        labels = [Path(ultralytics_label_path(str(p))) for p in images]
+        expected |= set(labels)
+        labelled[split] = sum(p.exists() for p in labels)
+        for rows in (p.read_text().splitlines() for p in labels if p.exists()):
+            for row in rows:
+                cls, *values = row.split()
+                assert int(cls) in data["names"]
+                assert len(values) == 4 or (len(values) >= 6 and len(values) % 2 == 0), row
+                assert all(0 <= float(v) <= 1 for v in values), row
+    assert set((out / "labels").rglob("*.txt")) <= expected  # no label file without its image
+    return labelled
+
+
+def test_export_yolo_layout_is_what_ultralytics_reads(yolo_con, tmp_path):
+    con, ds = yolo_con
+    export_dataset(con, ds, tmp_path / "out", ExportOptions(format="yolo"))
+    assert check_ultralytics_layout(tmp_path / "out") == {"train": 2, "val": 1}  # empty.png: none
+
+
+def test_export_yolo_layout_bccd(bccd, tmp_path):
+    con, ds = bccd
+    export_dataset(con, ds, tmp_path / "out", ExportOptions(format="yolo", images="link"))
+    assert check_ultralytics_layout(tmp_path / "out") == {"train": 205, "val": 87, "test": 72}
+    data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
+    assert data["names"] == {0: "Platelets", 1: "RBC", 2: "WBC"}
 
 
 def test_export_csv_round_trip_keeps_every_annotator(votes_con, tmp_path):
@@ -496,6 +549,24 @@ def test_export_oversampled_copies_stay_in_their_split(tmp_path):
     assert Image.open(tmp_path / "out" / "images" / "train" / "3__aug1.png").size == (16, 12)
 
 
+def test_export_oversampled_copies_of_every_split_stay_in_theirs(tmp_path):
+    for k, (split, cls) in enumerate([("train", "cat"), ("train", "cat"), ("train", "dog"),
+                                      ("val", "cat"), ("val", "cat"), ("val", "bird")]):
+        write_png(tmp_path / "src" / split / cls / f"{k}.png", 16, 12, seed=k)
+    con = open_test_catalog(tmp_path)
+    ingest(con, tmp_path / "src", fmt="imagefolder", dataset="d", workers=1)
+    summary = export_dataset(con, catalog.find_dataset(con, "d"), tmp_path / "out", ExportOptions(
+        format="yolo", images="copy", oversample=True, oversample_splits=("train", "val")))
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    split_of = dict(zip(manifest["file"], manifest["split"]))
+    derived = manifest[manifest["derived_from"].notna()]
+    assert summary.augmented == len(derived) == 6  # cat 4; dog and bird 1 -> 4: 3 copies each
+    assert sorted(derived["derived_from"]) == ["images/train/2.png"] * 3 + ["images/val/5.png"] * 3
+    for row in derived.itertuples():
+        assert row.split == split_of[row.derived_from] == row.file.split("/")[1]
+        assert (tmp_path / "out" / row.file).exists()
+
+
 def test_export_oversampled_boxes_follow_their_image(yolo_con, tmp_path):
     con, ds = yolo_con
     config = augment.AugmentConfig(flip=True, crop=False, rotation=0, colour=False)
@@ -508,41 +579,3 @@ def test_export_oversampled_boxes_follow_their_image(yolo_con, tmp_path):
     flipped = ["1 0.750000 0.250000 0.500000 0.500000",
                "0 0.875000 0.125000 0.125000 0.125000 0.500000 0.750000"]
     assert text in (original, flipped)
-
-
-# ---------------------------------------------------------------- the page
-
-
-def test_export_page_snapshot_and_export_job(yolo_con, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    from core import jobs
-
-    con, ds = yolo_con
-    con.close()
-    monkeypatch.setenv("SIEVE_DB", str(tmp_path / "catalog.duckdb"))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"),
-                           default_timeout=120)
-    at.run()
-    at.switch_page("pages/export.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    at.text_input(key="snapshot_name").set_value("v1")
-    at.button[0].click()
-    at.run()
-    assert "Snapshot 'v1'" in at.success[0].value
-    at.selectbox(key="export_format").set_value("yolo")
-    at.text_input(key="export_out").set_value(str(tmp_path / "page-out"))
-    next(b for b in at.button if b.label == "Export").click()
-    at.run()
-    job_id = at.session_state["export_jobs"][-1]
-    jobs.wait(job_id, timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert (tmp_path / "page-out" / "labels" / "val" / "c.txt").read_text() == \
-        YOLO_LABELS["val/c.png"][2]
-    assert [m.value for m in at.metric] == ["0", "0", "0"]  # v1 -> now: nothing changed
-    next(b for b in at.button if b.label == "Export").click()  # the same folder again
-    at.run()
-    assert "is not empty: tick 'Overwrite'" in at.warning[0].value
-    assert at.session_state["export_jobs"] == [job_id]  # no second job without confirmation

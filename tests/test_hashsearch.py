@@ -10,12 +10,16 @@ from PIL import Image
 from core import hashsearch
 from core.hashsearch import (
     SearchPlan,
+    count_pairs,
+    expand_pairs,
     find_groups_within,
     find_pairs_between,
     find_pairs_within,
     group_pairs,
     list_groups,
     plan_search,
+    search_within,
+    summarise_pairs,
 )
 
 TOP_BIT = 1 << 63
@@ -220,3 +224,40 @@ def test_plan_search_brute_for_tiny_and_multi_index_for_large():
     assert large.method == "multi-index"
     assert sum(large.chunk_bits) == 64
     assert sum(r + 1 for r in large.chunk_radii if r >= 0) == 9  # pigeonhole: max_distance + 1
+
+
+def _brute_summary(hashes: np.ndarray, labels: np.ndarray, max_distance: int):
+    """(pairs per label pair, items with a partner per label pair) by comparing every pair."""
+    n_labels = labels.max() + 1
+    pairs, partners = np.zeros((n_labels, n_labels), int), [set() for _ in hashes]
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    for i, j in zip(*np.nonzero(np.triu(dist <= max_distance, 1))):
+        s, t = labels[i], labels[j]
+        pairs[s, t] += 1
+        if s != t:
+            pairs[t, s] += 1
+        partners[i].add(t)
+        partners[j].add(s)
+    with_partner = np.zeros_like(pairs)
+    for item, found in enumerate(partners):
+        for t in found:
+            with_partner[labels[item], t] += 1
+    return pairs, with_partner
+
+
+def test_summarise_pairs_equals_counting_every_pair():
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64, 400, dtype=np.uint64)
+    hashes[:60] = hashes[0]  # 60 copies
+    hashes[100:110] = hashes[0] ^ np.uint64(0b101)  # 10 near copies of them
+    hashes[200:205] = hashes[1] ^ np.uint64(1)
+    labels = rng.integers(0, 3, 400)
+    found = search_within(hashes, max_distance=3)
+    summary = summarise_pairs(found, labels)
+    pairs, with_partner = _brute_summary(hashes, labels, 3)
+    assert (summary.pairs == pairs).all() and (summary.with_partner == with_partner).all()
+    listed = find_pairs_within(hashes, max_distance=3)
+    assert count_pairs(found) == summary.total_pairs == len(listed)
+    i, j = expand_pairs(found)
+    assert (i == listed["i"].to_numpy()).all() and (j == listed["j"].to_numpy()).all()
+    assert (summary.group_ids == group_pairs(listed, n_items=400)).all()

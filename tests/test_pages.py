@@ -110,10 +110,56 @@ def test_duplicates_page_counts_cifar_pairs(demo_catalog):
     db, kind = demo_catalog
     if kind != "shared":
         pytest.skip("the CIFAR-10 figures need the shared datasets")
-    metrics = _metrics(_app(db, "pages/duplicates.py", dataset="cifar10"))
-    # phash within 4 on the 60,000 images: `python -m core duplicates --dataset cifar10`
+    at = _app(db, "pages/duplicates.py", dataset="cifar10")
+    at.selectbox(key="dup_method").set_value("phash").run()
+    metrics = _metrics(at)
+    # phash within 4 on the 60,000 images: `python -m core duplicates --dataset cifar10 --method phash`
     assert metrics["Near-duplicate pairs"] == "401" and metrics["Groups"] == "312"
     assert metrics["Images leaking across splits"] == "103"
+
+
+def test_duplicates_page_works_from_groups_for_one_huge_cluster(tmp_path):
+    from tests.test_duplicates import build_cluster_catalog
+
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=1500, test=3)
+    at = _app(str(db), "pages/duplicates.py", dataset="same")
+    assert at.selectbox(key="dup_method").value == "phash"  # until embeddings are computed
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = _metrics(at)
+    assert metrics["Near-duplicate pairs"] == f"{1503 * 1502 // 2:,}" and metrics["Groups"] == "1"
+    assert metrics["Images leaking across splits"] == "3"  # the test copies
+    assert any("too many to list" in i.value for i in at.info)
+    assert at.number_input(key="dup_pair").max == 200 * 199 // 2  # the opened group's first 200
+
+
+def test_duplicates_page_computes_embeddings_as_a_job(tmp_path):
+    from tests.test_duplicates import build_cluster_catalog
+
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=30, test=2)
+    at = _app(str(db), "pages/duplicates.py", dataset="same")
+    at.selectbox(key="dup_method").set_value("embedding").run()
+    assert any("no embeddings yet" in i.value for i in at.info)  # the method needs a job
+    at.button(key="dup_embed").click().run()
+    jobs.wait(at.session_state["dup_jobs"][-1], timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = _metrics(at)  # 32 copies of one picture: identical vectors
+    assert metrics["Near-duplicate pairs"] == f"{32 * 31 // 2:,}" and metrics["Groups"] == "1"
+    assert metrics["Images leaking across splits"] == "2"
+    assert at.selectbox(key="dup_method").value == "embedding"  # the default, now computed
+
+
+def test_duplicates_page_sends_groups_to_the_fix_queue(tmp_path):
+    from tests.test_duplicates import build_cluster_catalog
+
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=5, test=2)
+    at = _app(str(db), "pages/duplicates.py", dataset="same")
+    at.button(key="dup_queue").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("holds 7 images" in s.value for s in at.success)
+    with catalog.open_catalog(db) as con:  # the page's own connection to it is shared
+        queue = catalog.queue_table(con, catalog.find_dataset(con, "same").dataset_id)
+    assert (queue["kind"].tolist(), queue["images"].tolist()) == (["duplicates"], [7])
 
 
 def test_agreement_page_shows_intervals(demo_catalog):

@@ -252,6 +252,10 @@ def test_main_snapshot_list_and_diff(con, ds, tmp_path, capsys, monkeypatch):
         {"added": 2, "removed": 1, "changed": 1}, 3)
     assert report["by_annotator"][0] == {"annotator": "alice", "added": 0, "removed": 0,
                                          "changed": 1}
+    assert report["by_class"] == [{"class": "cat", "added": 2, "removed": 0, "changed": 0},
+                                  {"class": "dog", "added": 0, "removed": 1, "changed": 1}]
+    assert [(i["path"], i["added"], i["removed"], i["changed"]) for i in report["images"]] == [
+        ("a.png", 1, 0, 0), ("c.png", 0, 1, 1), ("d.png", 1, 0, 0)]
     assert main(["diff", "--db", db, "--dataset", "d", "--from", "v1"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == \
         "d: v1 -> now: 2 added, 1 removed, 1 changed labels"

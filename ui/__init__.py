@@ -6,7 +6,9 @@ import base64
 import hashlib
 import html
 import io
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core import catalog, jobs
+from core import catalog, jobs, users
 from core.config import default_catalog_path
 
+_ACCESS_LOG = logging.getLogger("sieve.access")  # failed sign-ins
 THUMB_PX = 128  # thumbnails are drawn at most this many pixels wide, never rescaled by the browser
 
 
@@ -24,7 +27,21 @@ THUMB_PX = 128  # thumbnails are drawn at most this many pixels wide, never resc
 def _open(path: str):
     con = catalog.open_catalog(path, program="the Sieve dashboard (streamlit)")
     catalog.mark_interrupted_jobs(con)
+    _create_first_admin(con)
     return con
+
+
+def _create_first_admin(con) -> None:
+    """With SIEVE_ACCOUNTS=on, the first start on a catalog without accounts creates the account
+    `admin` and prints its one-time password to the terminal (never to a page)."""
+    if os.environ.get("SIEVE_ACCOUNTS", "").lower() not in ("on", "1", "true", "yes"):
+        return
+    password = users.create_first_admin(con)
+    if password:
+        print(f"\nSieve: the catalog had no accounts, so the account '{users.FIRST_ADMIN}' was "
+              f"created.\n  One-time password: {password}\n  Sign in with it and choose your "
+              "own; add the others with `python -m core user add` or as admin.\n",
+              file=sys.stderr, flush=True)
 
 
 def catalog_path() -> str:
@@ -37,12 +54,17 @@ def get_connection():
 
 
 def get_cursor():
-    """A cursor of the dashboard's one catalog connection for this script run."""
+    """A cursor of the dashboard's one catalog connection for this script run. In a catalog
+    with accounts it stops at the sign-in form until someone signs in: every page starts here,
+    so the gate holds even for a page script Streamlit runs on its own (a first visitor's deep
+    link into pages/, before app.py has set up the navigation)."""
     try:
-        return _open(catalog_path()).cursor()
+        cursor = _open(catalog_path()).cursor()
     except catalog.CatalogError as err:
         st.error(str(err))
         st.stop()
+    account_gate_ui(cursor)
+    return cursor
 
 
 def data_version(con) -> tuple:
@@ -108,9 +130,109 @@ def sidebar_ui(con) -> tuple[catalog.Dataset | None, str]:
         if note:
             st.info(note, icon=":material/info:")
         name = st.selectbox("Dataset", names, key="dataset") if names else None
-        user = st.text_input("You are", key="user", value=os.environ.get("USER", "annotator"))
+        user = account_sidebar_ui(con) or st.text_input(
+            "You are", key="user", value=os.environ.get("USER", "annotator"))
         st.caption(f"Catalog: `{catalog_path()}`")
     return (catalog.find_dataset(con, name) if name else None), user
+
+
+# ---- accounts: sign-in, the forced password change, what the signed-in role may do
+
+ACCOUNT_KEY = "sieve_account"  # the signed-in name; no widget has this key, so no browser sets it
+
+
+def signed_in(con) -> users.Account | None:
+    """The signed-in account, re-read on every run (a disabled account is signed out)."""
+    name = st.session_state.get(ACCOUNT_KEY)
+    account = users.get_account(con, name) if name else None
+    if name and (account is None or not account.active):
+        st.session_state.pop(ACCOUNT_KEY, None)
+        return None
+    return account
+
+
+def allowed(con, permission: str) -> bool:
+    """Whether the person using the dashboard may do `permission` (always, in single-user mode).
+    Pages hide what this denies; the check in core is what guards the catalog."""
+    if not users.has_accounts(con):
+        return True
+    account = signed_in(con)
+    return account is not None and users.role_allows(account.role, permission)
+
+
+def permission_gate_ui(con, permission: str, what: str) -> None:
+    """Stop the page with a note when the signed-in role lacks `permission` (`what`: the thing
+    refused, e.g. "The audit log")."""
+    if not allowed(con, permission):
+        st.warning(f"{what} is open to the {users.PERMISSIONS[permission]} role and above.",
+                   icon=":material/lock:")
+        st.stop()
+
+
+def account_gate_ui(con) -> None:
+    """In a catalog with accounts, nothing shows until someone signs in and, after a one-time
+    password, chooses their own; the signed-in name becomes `st.session_state["user"]`, the name
+    every page records edits under. Without accounts (single-user mode) it draws nothing."""
+    if not users.has_accounts(con):
+        return
+    account = signed_in(con)
+    if account is None:
+        _sign_in_form_ui(con)
+        st.stop()
+    if account.must_change_password:
+        _password_form_ui(con, account.name)
+        st.stop()
+    st.session_state["user"] = account.name
+
+
+def _sign_in_form_ui(con) -> None:
+    st.title("Sign in to Sieve")
+    with st.form("sign_in", clear_on_submit=True):
+        name = st.text_input("Name", key="sign_in_name")
+        password = st.text_input("Password", type="password", key="sign_in_password")
+        if st.form_submit_button("Sign in", type="primary"):
+            account = users.verify(con, name, password)
+            if account is None:
+                _ACCESS_LOG.warning("failed sign-in for %r", name)
+                st.error("Wrong name or password, or the account is disabled.")
+            else:
+                st.session_state[ACCOUNT_KEY] = account.name
+                st.rerun()
+
+
+def _password_form_ui(con, name: str) -> None:
+    st.title("Choose your password")
+    st.info(f"{name}, you signed in with a one-time password: choose your own to go on "
+            f"(at least {users.MIN_PASSWORD} characters).")
+    with st.form("change_password", clear_on_submit=True):
+        old = st.text_input("One-time password", type="password", key="password_old")
+        new = st.text_input("New password", type="password", key="password_new")
+        again = st.text_input("New password again", type="password", key="password_again")
+        if st.form_submit_button("Save password", type="primary"):
+            if new != again:
+                st.error("The two new passwords differ.")
+                return
+            try:
+                users.change_password(con, name, old, new)
+            except (ValueError, users.PermissionDenied) as err:
+                st.error(str(err))
+                return
+            st.rerun()
+
+
+def account_sidebar_ui(con) -> str | None:
+    """The signed-in name with its role and a sign-out button; None in single-user mode."""
+    account = signed_in(con) if users.has_accounts(con) else None
+    if account is None:
+        return None
+    st.markdown(f"Signed in as **{account.name}** · {account.role}")
+    st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+    return account.name
+
+
+def _sign_out() -> None:
+    for key in (ACCOUNT_KEY, "user"):
+        st.session_state.pop(key, None)
 
 
 def current_dataset(con) -> catalog.Dataset | None:
@@ -125,11 +247,10 @@ def current_dataset(con) -> catalog.Dataset | None:
 def _thumbnail_png(root: str, path: str, raw: bytes | None, size: int) -> str | None:
     """Base64 PNG of the image fitted into size x size (small images keep their pixels and are
     enlarged by the browser without smoothing), or None when the file cannot be read."""
-    full = os.path.join(os.fsencode(root), raw) if raw else os.path.join(root, path)
     try:
-        with Image.open(full) as image:
+        with Image.open(catalog.dataset_file(root, path, raw)) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
-    except Exception:  # noqa: BLE001 — an unreadable file gets no thumbnail
+    except Exception:  # noqa: BLE001 — an unreadable file (or one outside the root) gets none
         return None
     if max(image.size) > size:
         image.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -12,6 +12,8 @@ import os
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from core import catalog
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -73,8 +75,8 @@ def background_image(root: str, path: str, raw: bytes | None, *, scale: float,
     """The image (PNG or JPEG bytes) at `scale` canvas pixels per image pixel, enlarged by
     nearest neighbour so pixels stay crisp squares, with `overlays` drawn in (see
     `_draw_overlay`); None when the file cannot be read."""
-    full = os.path.join(os.fsencode(root), raw) if raw else os.path.join(root, path)
     try:
+        full = catalog.dataset_file(root, path, raw)  # refuses (and logs) a path outside root
         with Image.open(full) as image:
             if scale == 1 and not overlays and _shown_as_is(image):
                 with open(full, "rb") as file:

@@ -37,6 +37,19 @@ class FormatError(Exception):
     """The source as a whole cannot be read in the requested format."""
 
 
+def utf8_text(text: str) -> str:
+    """`text` as valid UTF-8 for the catalog: bytes that are not UTF-8 (a file name's, kept by
+    Python as surrogates) shown as backslash escapes, e.g. 'caf\\xe9.png'."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate that no file name produces (JSON '\\ud800')
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+TEXT_COLUMNS = ("path", "annotator", "class_name", "label_file", "location")
+
+
 def empty_labels() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in LABEL_COLUMNS})
 
@@ -44,6 +57,8 @@ def empty_labels() -> pd.DataFrame:
 def labels_frame(rows: list[dict]) -> pd.DataFrame:
     if not rows:
         return empty_labels()
+    rows = [{k: utf8_text(v) if k in TEXT_COLUMNS and isinstance(v, str) else v
+             for k, v in row.items()} for row in rows]
     frame = pd.DataFrame(rows)
     for column in LABEL_COLUMNS:
         if column not in frame:
@@ -53,7 +68,8 @@ def labels_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def problem(file, reason: str, *, location: str | None = None, action: str = "skipped") -> dict:
-    return {"file": str(file), "location": location, "reason": reason, "action": action}
+    return {"file": utf8_text(str(file)), "reason": utf8_text(reason), "action": action,
+            "location": None if location is None else utf8_text(location)}
 
 
 def relative_path(source: Path, path: Path) -> str:

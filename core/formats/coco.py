@@ -17,8 +17,10 @@ from core.formats import Annotations, FormatError, labels_frame, problem, resolv
 def _load(labels: Path) -> dict:
     try:
         data = json.loads(labels.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or JSON, a 5,000-digit number
         raise FormatError(f"{labels}: malformed JSON: {err}") from err
+    except RecursionError as err:
+        raise FormatError(f"{labels}: malformed JSON: nested too deeply") from err
     if not isinstance(data, dict):
         raise FormatError(f"{labels}: expected a JSON object with images, annotations, categories")
     missing = [key for key in ("images", "annotations", "categories") if key not in data]
@@ -31,11 +33,20 @@ def _load(labels: Path) -> dict:
 
 
 def _finite(values) -> list[float]:
-    numbers = [float(v) for v in values]
+    numbers = [float(v) for v in values]  # an int beyond 1e308 raises OverflowError: recorded
     for number in numbers:
         if not math.isfinite(number):
             raise ValueError(f"not a finite number: {number}")
     return numbers
+
+
+def _lookup(table: dict, key, message: str):
+    """table[key]; else ValueError(message with {key} filled in), also for an unhashable key
+    (a list or an object where an id belongs)."""
+    try:
+        return table[key]
+    except (KeyError, TypeError):
+        raise ValueError(message.format(key=repr(key))) from None
 
 
 def _id_order(key):
@@ -106,17 +117,15 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     categories, images = _index(labels, data, source, problems)
     rows = []
     for k, ann in enumerate(data["annotations"]):
-        where = f"annotations[{k}]" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
+        has_id = isinstance(ann, dict) and ann.get("id") is not None
+        where = f"annotations[{k}]" + (f" (id {ann['id']})" if has_id else "")
         try:
             if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
                 raise ValueError("annotation without image_id or category_id")
-            if ann["category_id"] not in categories:
-                raise ValueError(f"unknown category_id {ann['category_id']!r}")
-            if ann["image_id"] not in images:
-                raise ValueError(f"image_id {ann['image_id']!r} is not among the images")
-            rows.extend(_rows_of(ann, images[ann["image_id"]], categories[ann["category_id"]],
-                                 labels, where, problems))
-        except (ValueError, TypeError) as err:
+            name = _lookup(categories, ann["category_id"], "unknown category_id {key}")
+            path = _lookup(images, ann["image_id"], "image_id {key} is not among the images")
+            rows.extend(_rows_of(ann, path, name, labels, where, problems))
+        except (ValueError, TypeError, OverflowError) as err:
             problems.append(problem(labels, str(err), location=where))
     classes = [categories[c] for c in sorted(categories, key=_id_order)]
     return Annotations(labels_frame(rows), classes=classes, images=None, problems=problems)

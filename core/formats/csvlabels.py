@@ -29,6 +29,11 @@ def _rows(labels: Path) -> tuple[list[str], list[list[str]]]:
     return header, table[1:]
 
 
+def _has_control(text: str) -> bool:
+    """Whether `text` holds a control character (NUL, escape, ...): no file or class name has."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def read(source: Path, labels: Path | None = None) -> Annotations:
     if labels is None:
         raise FormatError("the csv format needs --labels FILE.csv")
@@ -47,6 +52,9 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
         path = resolve_inside(source, image) if image else None
         if not image or not label:
             problems.append(problem(labels, "empty image or label", location=where))
+        elif _has_control(image + label):
+            problems.append(problem(labels, f"control character in image {image!r} or label "
+                                    f"{label!r}", location=where))
         elif path is None:
             problems.append(problem(labels, f"path {image!r} is outside the source folder",
                                     location=where, action="refused"))

@@ -55,7 +55,7 @@ def _coordinate(element: ET.Element, key: str) -> float:
 
 def _box(element: ET.Element, notes: list) -> dict:
     x0, y0, x1, y1 = (_coordinate(element, k) for k in ("xtl", "ytl", "xbr", "ybr"))
-    angle = float(element.get("rotation") or 0)
+    angle = _coordinate(element, "rotation") if element.get("rotation") else 0.0
     if angle:  # CVAT turns the box about its centre
         cx, cy, cos, sin = (x0 + x1) / 2, (y0 + y1) / 2, math.cos(math.radians(angle)), \
             math.sin(math.radians(angle))

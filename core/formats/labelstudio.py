@@ -53,8 +53,10 @@ class ImageIndex:
 def _load(labels: Path) -> list:
     try:
         data = json.loads(labels.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or JSON, a 5,000-digit number
         raise FormatError(f"{labels}: malformed JSON: {err}") from err
+    except RecursionError as err:
+        raise FormatError(f"{labels}: malformed JSON: nested too deeply") from err
     if isinstance(data, dict) and "data" in data:
         data = [data]  # one task exported alone
     if not isinstance(data, list):
@@ -107,6 +109,8 @@ def _rectangle(item: dict, value: dict, notes: list) -> dict:
     name = _one_label(value, "rectanglelabels", notes)
     x, y, w, h = (_fraction(value.get(k), f"`{k}`") for k in ("x", "y", "width", "height"))
     angle = float(value.get("rotation") or 0)
+    if not math.isfinite(angle):
+        raise ValueError(f"`rotation` is not a finite number: {value['rotation']!r}")
     if angle:  # Label Studio turns the box about its top-left corner, in pixels
         size = (item.get("original_width"), item.get("original_height"))
         if not all(isinstance(v, int | float) and v > 0 for v in size):
@@ -165,7 +169,7 @@ def _annotation_rows(annotation: dict, path: str, labels: Path, where: str,
         spot, notes = f"{where} result[{k}]", []
         try:
             row = _result_row(item, notes)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:  # overflow: a 400-digit number
             problems.append(problem(labels, str(err), location=spot))
             continue
         problems.extend(problem(labels, note, location=spot, action="noted") for note in notes)
