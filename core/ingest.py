@@ -61,6 +61,8 @@ class IngestSummary:
 
 def stored_path(path: str) -> tuple[str, bytes | None]:
     """(UTF-8 text to store and show, raw bytes when the name is not valid UTF-8)."""
+    if path.isascii():  # nearly every name: nothing to encode or check
+        return path, None
     try:
         raw = os.fsencode(path)
     except UnicodeEncodeError:  # not a file name (a lone surrogate from an annotation file)
@@ -133,17 +135,14 @@ def _worker_context():
 
 def _image_rows(results: list[ProbeResult], relpaths: list[str], ids: list[int], *,
                 dataset_id: int, split: str | None) -> pd.DataFrame:
-    stamp = catalog.now()
-    rows = []
-    for result, rel, image_id in zip(results, relpaths, ids):
-        text, raw = stored_path(rel)
-        rows.append({"image_id": image_id, "dataset_id": dataset_id, "path": text,
-                     "path_bytes": raw, "split": split, "bytes": result.bytes,
-                     "sha256": result.sha256, "width": result.width, "height": result.height,
-                     "format": result.format, "mode": result.mode, "phash": result.phash,
-                     "dhash": result.dhash, "status": "unreadable" if result.error else "ok",
-                     "error": result.error, "ingested_at": stamp})
-    frame = pd.DataFrame(rows, columns=catalog.IMAGE_COLUMNS)
+    names = [stored_path(rel) for rel in relpaths]
+    fields = ("bytes", "sha256", "width", "height", "format", "mode", "phash", "dhash", "error")
+    columns = {name: [getattr(r, name) for r in results] for name in fields}  # column by column
+    frame = pd.DataFrame({
+        **columns, "image_id": ids, "dataset_id": dataset_id, "path": [t for t, _ in names],
+        "path_bytes": [raw for _, raw in names], "split": split, "ingested_at": catalog.now(),
+        "status": ["unreadable" if e else "ok" for e in columns["error"]]},
+        index=range(len(results)), columns=catalog.IMAGE_COLUMNS)
     for column in ("phash", "dhash"):
         frame[column] = frame[column].astype("UInt64")
     return frame

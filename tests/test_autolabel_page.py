@@ -31,8 +31,14 @@ def trained_catalog(tmp_path_factory) -> tuple[str, int]:
     return str(path), run_id
 
 
+@pytest.fixture(autouse=True)
+def _restore_catalog_setting(monkeypatch):
+    """Each test points SIEVE_DB at its own catalog; put the setting back afterwards."""
+    monkeypatch.setenv("SIEVE_DB", os.environ.get("SIEVE_DB", ""))
+
+
 def _page(db: str) -> AppTest:
-    os.environ["SIEVE_DB"] = db
+    os.environ["SIEVE_DB"] = db  # restored by _restore_catalog_setting
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.switch_page("pages/autolabel.py")

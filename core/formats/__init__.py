@@ -72,19 +72,15 @@ def problem(file, reason: str, *, location: str | None = None, action: str = "sk
             "location": None if location is None else utf8_text(location)}
 
 
-def relative_path(source: Path, path: Path) -> str:
-    """'/'-separated path of `path` below `source` (as str, surrogates kept)."""
-    return Path(os.path.relpath(path, source)).as_posix()
-
-
 def scan_images(source: Path) -> list[str]:
     """Every file with an image extension below `source`, relative, sorted; hidden ones skipped."""
     found = []
     for folder, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        base = Path(folder)
-        found.extend(relative_path(source, base / name) for name in files
-                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+        below = os.path.relpath(folder, source)  # once a folder: string joins for its files
+        prefix = "" if below == "." else below.replace(os.sep, "/") + "/"
+        found.extend(prefix + name for name in files if not name.startswith(".")
+                     and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
     return sorted(found)
 
 
