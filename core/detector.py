@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from core.box_agreement import iou_matrix
-from core.micromodel import MicroModelError, _Batches, _read_checkpoint, augment_batch
+from core.micromodel import (MicroModelError, _Batches, _read_checkpoint, augment_batch,
+                             read_files)
 
 CHECKPOINT_FORMAT = 1
 STRIDE = 4  # the heatmap has one cell per STRIDE x STRIDE input pixels
@@ -113,24 +113,8 @@ def load_pictures(paths: Sequence[str | Path], *, size: int = 256, workers: int 
                   progress: Callable | None = None) -> list[Picture]:
     """The files as Pictures whose long side is `size` (EXIF-rotated, RGB, aspect kept).
     Raises DetectorError naming every file that cannot be read, with the reason."""
-    def one(path):
-        try:
-            return _read_picture(path, size), None
-        except Exception as err:  # noqa: BLE001 — every failure is reported below
-            return None, f"{path} ({type(err).__name__}: {err})"
-
-    paths, results = list(paths), []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for start in range(0, len(paths), READ_CHUNK):
-            results += pool.map(one, paths[start:start + READ_CHUNK])
-            if progress:
-                progress(len(results), len(paths), "reading images")
-    bad = [reason for _, reason in results if reason]
-    if bad:
-        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise DetectorError(f"{len(bad)} image(s) could not be read: {shown}. Re-ingest the "
-                            "dataset (unreadable files are then skipped) or exclude them")
-    return [picture for picture, _ in results]
+    return read_files(paths, lambda path: _read_picture(path, size), workers=workers,
+                      progress=progress, error=DetectorError, chunk=READ_CHUNK)
 
 
 # ---------------------------------------------------------------- the network

@@ -97,30 +97,38 @@ def _read(path: str | Path, size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def load_images(paths: Sequence[str | Path], *, size: int = 32, workers: int = 4,
-                progress: Callable | None = None) -> np.ndarray:
-    """(N, size, size, 3) uint8 pixels of these files (EXIF-rotated, RGB, squashed to size).
-    Raises MicroModelError naming every file that cannot be read, with the reason."""
+def read_files(paths: Sequence[str | Path], read: Callable, *, workers: int = 4,
+               progress: Callable | None = None, error: type | None = None,
+               chunk: int = READ_CHUNK) -> list:
+    """`read(path)` of every file, in order, on `workers` threads with progress; raises `error`
+    (MicroModelError by default) naming every file that cannot be read, with the reason."""
     def one(path):
         try:
-            return _read(path, size), None
+            return read(path), None
         except Exception as err:  # noqa: BLE001 — every failure is reported below
             return None, f"{path} ({type(err).__name__}: {err})"
 
     paths, results = list(paths), []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for start in range(0, len(paths), READ_CHUNK):
-            results += pool.map(one, paths[start:start + READ_CHUNK])
+        for start in range(0, len(paths), chunk):
+            results += pool.map(one, paths[start:start + chunk])
             if progress:
                 progress(len(results), len(paths), "reading images")
     bad = [reason for _, reason in results if reason]
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise MicroModelError(f"{len(bad)} image(s) could not be read: {shown}. Re-ingest the "
-                              "dataset (unreadable files are then skipped) or exclude them")
-    if not results:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([pixels for pixels, _ in results])
+        raise (error or MicroModelError)(
+            f"{len(bad)} image(s) could not be read: {shown}. Re-ingest the dataset (unreadable "
+            "files are then skipped) or exclude them")
+    return [value for value, _ in results]
+
+
+def load_images(paths: Sequence[str | Path], *, size: int = 32, workers: int = 4,
+                progress: Callable | None = None) -> np.ndarray:
+    """(N, size, size, 3) uint8 pixels of these files (EXIF-rotated, RGB, squashed to size).
+    Raises MicroModelError naming every file that cannot be read, with the reason."""
+    pixels = read_files(paths, lambda path: _read(path, size), workers=workers, progress=progress)
+    return np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
 
 
 # ---------------------------------------------------------------- the network

@@ -195,14 +195,15 @@ def _issue_table(given: pd.DataFrame, names: list[str], probs: np.ndarray) -> pd
 
 def send_to_queue(con, dataset, issues: pd.DataFrame, *, created_by: str | None = None,
                   name: str = "suspect labels") -> int:
-    """A review queue (kind 'suspect') of the issues in their order, each with its reason."""
-    from core import catalog
+    """A review queue (kind 'suspect') of the issues in their order, each with its reason; a
+    lead's act (`created_by`)."""
+    from core import queues
 
     reasons = [f"given {g}, likely {s} (p {ps:.2f} vs {pg:.2f})" for g, s, ps, pg in
                zip(issues["given"], issues["suggested"], issues["p_suggested"], issues["p_given"])]
     items = pd.DataFrame({"image_id": issues["image_id"].to_numpy(), "reason": reasons})
-    return catalog.create_queue(con, dataset.dataset_id, name, "suspect", items,
-                                created_by=created_by)
+    return queues.create_queue(con, dataset.dataset_id, name, "suspect", items,
+                               created_by=created_by)
 
 
 def issues_csv(issues: pd.DataFrame) -> str:
