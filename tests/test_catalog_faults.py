@@ -69,6 +69,13 @@ def folder():
     write_png(path / "src" / "cat" / "a.png", 8, 8)
     for part in (path / "src", path / "src" / "cat", path / "src" / "cat" / "a.png"):
         part.chmod(0o755)
+    code = path / "code"  # the dashboard's files where that user may read them: the checkout
+    code.mkdir()           # may sit in a folder only its owner can enter
+    shutil.copy(REPO / "app.py", code / "app.py")
+    for name in ("pages", "ui", "core", ".streamlit"):
+        shutil.copytree(REPO / name, code / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in [code, *code.rglob("*")]:
+        part.chmod(0o755 if part.is_dir() else 0o644)
     good = path / "good.duckdb"
     subprocess.run([sys.executable, "-m", "core", "ingest", str(path / "src"), "--db", str(good),
                     "--workers", "1"], cwd=REPO, check=True, capture_output=True, timeout=120)
@@ -81,9 +88,12 @@ def run(kind: str, db: Path, folder: Path, *, who: str = "me") -> dict:
     warm = folder / "warm.duckdb"
     if who == "nobody":
         shutil.copy(folder / "good.duckdb", warm)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HOME": str(folder)}
+    home = folder / "home"  # Sieve's own folder: the checkout's may not be open to that user
+    home.mkdir(exist_ok=True)
+    home.chmod(0o777)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HOME": str(folder), "SIEVE_HOME": str(home)}
     done = subprocess.run([sys.executable, "-c", RUNNER, kind, str(db), who, str(warm),
-                           str(folder / "src")], cwd=REPO, capture_output=True, text=True,
+                           str(folder / "src")], cwd=folder / "code", capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
