@@ -5,6 +5,7 @@ against image sizes and classes against the vocabulary happens once, in `core.in
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,16 @@ def labels_frame(rows: list[dict]) -> pd.DataFrame:
 def problem(file, reason: str, *, location: str | None = None, action: str = "skipped") -> dict:
     return {"file": utf8_text(str(file)), "reason": utf8_text(reason), "action": action,
             "location": None if location is None else utf8_text(location)}
+
+
+def read_json(labels: Path):
+    """The parsed JSON of an annotation file; FormatError naming the file when it cannot be."""
+    try:
+        return json.loads(labels.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or JSON, a 5,000-digit number
+        raise FormatError(f"{labels}: malformed JSON: {err}") from err
+    except RecursionError as err:
+        raise FormatError(f"{labels}: malformed JSON: nested too deeply") from err
 
 
 def scan_images(source: Path) -> list[str]:

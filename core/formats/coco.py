@@ -7,20 +7,15 @@ of a multi-part polygon becomes its own polygon; RLE masks keep only their box.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from core.formats import Annotations, FormatError, labels_frame, problem, resolve_inside
+from core.formats import (Annotations, FormatError, labels_frame, problem, read_json,
+                          resolve_inside)
 
 
 def _load(labels: Path) -> dict:
-    try:
-        data = json.loads(labels.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or JSON, a 5,000-digit number
-        raise FormatError(f"{labels}: malformed JSON: {err}") from err
-    except RecursionError as err:
-        raise FormatError(f"{labels}: malformed JSON: nested too deeply") from err
+    data = read_json(labels)
     if not isinstance(data, dict):
         raise FormatError(f"{labels}: expected a JSON object with images, annotations, categories")
     missing = [key for key in ("images", "annotations", "categories") if key not in data]

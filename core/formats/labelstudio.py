@@ -7,14 +7,13 @@ annotator's layer; cancelled annotations and predictions are left out with a not
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from core.formats import (Annotations, FormatError, labels_frame, problem, resolve_inside,
-                          scan_images)
+from core.formats import (Annotations, FormatError, labels_frame, problem, read_json,
+                          resolve_inside, scan_images)
 
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio renames uploads to <8 hex>-<name>
 
@@ -51,12 +50,7 @@ class ImageIndex:
 
 
 def _load(labels: Path) -> list:
-    try:
-        data = json.loads(labels.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or JSON, a 5,000-digit number
-        raise FormatError(f"{labels}: malformed JSON: {err}") from err
-    except RecursionError as err:
-        raise FormatError(f"{labels}: malformed JSON: nested too deeply") from err
+    data = read_json(labels)
     if isinstance(data, dict) and "data" in data:
         data = [data]  # one task exported alone
     if not isinstance(data, list):
