@@ -340,13 +340,14 @@ def _decode_plain(data: bytes) -> Image.Image | None:
     return None
 
 
-def _grey_thumbnails(image: Image.Image) -> tuple[bytes, bytes | None]:
+def _grey_thumbnails(image: Image.Image, numpy_resize: bool) -> tuple[bytes, bytes | None]:
     """(32x32 grey pixels, 9x8 grey pixels); the 9x8 is None for a 32x32 image, whose batch
-    makes it at once (`resize_like_pillow`)."""
+    makes it at once (`resize_like_pillow`). `numpy_resize`: BLAS runs on one thread here, so
+    big images are resized by matrix products."""
     grey = image.convert("L")
     if grey.size == (32, 32):
         return grey.tobytes(), None
-    if _ONE_BLAS_THREAD and grey.width * grey.height >= NUMPY_RESIZE_PIXELS:
+    if numpy_resize and grey.width * grey.height >= NUMPY_RESIZE_PIXELS:
         return _large_thumbnails(np.asarray(grey))
     return grey.resize((32, 32), _LANCZOS).tobytes(), grey.resize((9, 8), _LANCZOS).tobytes()
 
@@ -385,7 +386,8 @@ def _read(path) -> bytes:
         os.close(handle)
 
 
-def _probe_one(path, known_sha: str | None = None) -> tuple[tuple, tuple | None]:
+def _probe_one(path, known_sha: str | None = None,
+               numpy_resize: bool = _ONE_BLAS_THREAD) -> tuple[tuple, tuple | None]:
     """(the `ProbeResult` fields of one file but its hashes, its grey thumbnails or None)."""
     try:
         data = _read(path)
@@ -402,7 +404,7 @@ def _probe_one(path, known_sha: str | None = None) -> tuple[tuple, tuple | None]
             image, mode = _decode_with_pillow(data)
         else:
             mode = image.mode
-        thumbnails = _grey_thumbnails(image)
+        thumbnails = _grey_thumbnails(image, numpy_resize)
     except Exception as err:  # noqa: BLE001 — any decoder failure is a per-file reason
         return (path, len(data), sha, None, None, None, None, _describe_error(err), False), None
     return (path, len(data), sha, image.width, image.height, image.format, mode, None,
@@ -426,11 +428,14 @@ def _batch_hashes(thumbnails: list) -> tuple[list, list]:
     return phash_from_grey32(pixels).tolist(), dhash_from_grey9x8(grey9).tolist()
 
 
-def probe_batch(paths: list, known_sha: list) -> ProbeBatch:
-    """Probe files (str or bytes paths) in order; hashes are computed for the batch at once."""
+def probe_batch(paths: list, known_sha: list, numpy_resize: bool | None = None) -> ProbeBatch:
+    """Probe files (str or bytes paths) in order; hashes are computed for the batch at once.
+    `numpy_resize`: whether BLAS runs on one thread here (default: as the environment says)."""
+    if numpy_resize is None:
+        numpy_resize = _ONE_BLAS_THREAD
     rows, thumbnails = [], []
     for path, sha in zip(paths, known_sha):
-        row, thumbnail = _probe_one(path, sha)
+        row, thumbnail = _probe_one(path, sha, numpy_resize)
         rows.append(row)
         thumbnails.append(thumbnail)
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(9)]
@@ -443,6 +448,7 @@ def probe_batch(paths: list, known_sha: list) -> ProbeBatch:
     return ProbeBatch(path, size, sha, width, height, fmt, mode, phash, dhash, error, unchanged)
 
 
-def probe_files(paths: list, known_sha: list) -> list[ProbeResult]:
+def probe_files(paths: list, known_sha: list, numpy_resize: bool | None = None
+                ) -> list[ProbeResult]:
     """`probe_batch` as one `ProbeResult` per file."""
-    return probe_batch(paths, known_sha).results()
+    return probe_batch(paths, known_sha, numpy_resize).results()

@@ -13,12 +13,13 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from core import catalog, users
 from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
@@ -30,6 +31,8 @@ Progress = Callable[[int, int, str], None]  # (done, total, message)
 CHUNK = 256        # most files per worker task
 WRITE_BATCH = 4096  # image rows per catalog transaction
 POOL_WORTH_S = 1.0  # less work than this is done here: starting workers takes 0.1-1 s
+THREADS_FROM_S = 0.0015  # per file: images this slow to read are big, read by threads here
+BIG_FILE = 16 << 10  # bytes: files this big are seldom small images (a hint for booting workers)
 WORKER_ENV = {  # the worker server's environment, read by numpy's BLAS and glibc at start
     "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
@@ -79,27 +82,58 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def probe_all(paths: list, known_sha: list, *, workers: int) -> Iterator[list[ProbeResult]]:
-    """Probe files in order, chunk by chunk. This process reads the first chunk, then hands the
-    rest to `workers` processes if reading it here would take over POOL_WORTH_S. Chunks shrink
-    for small sources so that every worker gets several."""
+    """Probe files in order, chunk by chunk. This process reads the first chunk, then shares the
+    rest out if reading it here would take over POOL_WORTH_S: among `workers` threads when the
+    images are big (over THREADS_FROM_S each: decoding, converting, hashing and resizing them
+    is C code that lets go of Python's lock, and threads start at once), else among `workers`
+    processes. Chunks shrink for small sources so that every worker gets several."""
     size = max(1, min(CHUNK, -(-len(paths) // (4 * workers))))
     chunks = list(zip(_chunks(paths, size), _chunks(known_sha, size)))
     if not chunks:
         return
-    if workers > 1 and len(paths) >= CHUNK:
+    if workers > 1 and len(paths) >= CHUNK and not _look_big(paths[:8]):
         _worker_context()  # likely needed: the server boots while the first chunk is read
     started = time.monotonic()
-    first = probe_files(*chunks[0])
-    rest_here = (time.monotonic() - started) * (len(chunks) - 1)  # seconds, estimated
+    first = _probe_here(chunks[0])
+    seconds = time.monotonic() - started
     yield first
-    if workers <= 1 or rest_here <= POOL_WORTH_S:
-        for chunk_paths, chunk_sha in chunks[1:]:
-            yield probe_files(chunk_paths, chunk_sha)
-        return
-    done = 1
+    if workers <= 1 or seconds * (len(chunks) - 1) <= POOL_WORTH_S:
+        for chunk in chunks[1:]:
+            yield _probe_here(chunk)
+    elif seconds / len(first) >= THREADS_FROM_S:
+        yield from _probe_in_threads(chunks[1:], workers)
+    else:
+        yield from _probe_in_processes(chunks[1:], workers)
+
+
+def _probe_here(chunk: tuple[list, list]) -> list[ProbeResult]:
+    """One chunk read by this thread, numpy's BLAS on one thread meanwhile (as in the workers:
+    then a matrix product resizes big images faster than Pillow)."""
+    with threadpool_limits(1, user_api="blas"):
+        return probe_files(*chunk, numpy_resize=True)
+
+
+def _look_big(paths: list) -> bool:
+    """Whether these files average over BIG_FILE bytes (a hint only: timing decides)."""
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError:
+            pass
+    return bool(sizes) and sum(sizes) / len(sizes) > BIG_FILE
+
+
+def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=True), chunks)
+
+
+def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
+    done = 0
     try:
         with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
-            for batch in pool.map(probe_batch, *zip(*chunks[1:])):  # columns: cheap to send back
+            for batch in pool.map(probe_batch, *zip(*chunks)):  # columns: cheap to send back
                 done += 1
                 yield batch.results()
     except BrokenProcessPool as err:  # a worker was killed (memory, signal): finish here

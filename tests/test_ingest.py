@@ -282,13 +282,18 @@ def test_ingest_bad_annotation_files_recorded_rest_imported(con, tmp_path):
                         ("two.xml", "malformed XML", "skipped")]
 
 
-def test_probe_all_workers_give_what_this_process_gives(tmp_path, monkeypatch):
+@pytest.mark.parametrize("readers", ["processes", "threads"])
+def test_probe_all_workers_give_what_this_process_gives(tmp_path, monkeypatch, readers):
     from core import ingest as ingest_module
     from core.imageprobe import probe_files
 
     paths = [str(p) for p in write_good_images(tmp_path / "good").values()]
     paths += [str(p) for p in write_broken_images(tmp_path / "broken").values()]
-    paths = paths * 4  # 48 files: 6 chunks of 8 over two workers
-    monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)  # always start the workers
-    pooled = [r for batch in ingest_module.probe_all(paths, [None] * 48, workers=2) for r in batch]
-    assert pooled == probe_files(paths, [None] * 48)
+    paths.append(str(write_png(tmp_path / "big" / "big_enough_for_matrix_resizes.png", 400, 300,
+                               seed=3)))
+    paths = paths * 4  # 6 chunks over two workers
+    monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)  # always share the work out
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 0.0 if readers == "threads" else 1e9)
+    pooled = [r for batch in ingest_module.probe_all(paths, [None] * len(paths), workers=2)
+              for r in batch]
+    assert pooled == probe_files(paths, [None] * len(paths))
