@@ -15,8 +15,10 @@ views), then per sample a dict, a `json.dump` into a JSON-lines file and, for th
 formats, a copy or link of the image. Sieve writes Parquet (labels only) and COCO
 (annotations, manifest, class weights, record, images copied or linked). Sieve and the
 baseline take turns, in alternating order; FiftyOne's runs follow in its own process. Each run
-starts after the previous one's files were deleted and written back (`os.sync`); the table
-gives medians of wall time, with the file cache warm; "files" is the part of that time spent
+writes into a new folder after the previous one's files were written back (`os.sync`, untimed);
+outputs are deleted only at the end, since deleting 60,000 files leaves the file system busy for
+the next run (a user exports into a new folder). The table gives medians of wall time, with the
+file cache warm; "files" is the part of that time spent
 creating the image copies or links (Sieve: from its first to its last image; baseline: summed
 over the copy and link calls), so that the labels' share can be told from the file system's.
 Targets: Parquet under 5 s, COCO under 20 s.
@@ -145,7 +147,6 @@ def fiftyone_worker(samples: Path, scratch: Path, cases: list[int], repeats: int
             start = time.perf_counter()
             fiftyone_export(dataset, out, fmt, mode, splits)
             times.setdefault(k, []).append(time.perf_counter() - start)
-            shutil.rmtree(out)
             os.sync()
             log(f"{fmt} {mode} fiftyone run {repeat + 1}: {times[k][-1]:.2f} s, {len(dataset)} "
                 "images")
@@ -194,7 +195,6 @@ def run_case(con, dataset, fmt: str, mode: str, repeats: int, scratch: Path) -> 
             seconds, counts[who], file_seconds = timed(work)
             times[who].append(seconds)
             files[who].append(file_seconds)
-            shutil.rmtree(out)
             os.sync()  # the next run starts with nothing left to write back (untimed)
             log(f"{fmt} {mode} {who} run {repeat + 1}: {seconds:.2f} s, {counts[who]} images")
     return {"times": times, "files": files, "images": counts}
@@ -259,6 +259,9 @@ def main(argv: list[str]) -> int:
                         help="comma-separated cases: 0 parquet, 1 coco linked, 2 coco copied")
     parser.add_argument("--fiftyone-python",
                         help="the Python of a virtual environment with FiftyOne (see above)")
+    parser.add_argument("--scratch", type=Path,
+                        help="folder for the exports (a new temporary folder inside it; default: "
+                             "the system's temporary folder)")
     parser.add_argument("--fiftyone-repeats", type=int,
                         help="FiftyOne's runs per case (default: --repeats)")
     args = parser.parse_args(argv)
@@ -267,7 +270,7 @@ def main(argv: list[str]) -> int:
     con = catalog.open_catalog(args.db, program="bench/export.py")
     dataset = catalog.find_dataset(con, "cifar10")
     results, cases, fiftyone_load = [], [int(k) for k in args.cases.split(",")], None
-    with tempfile.TemporaryDirectory(prefix="sieve-export-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="sieve-export-bench-", dir=args.scratch) as scratch:
         for k in cases:
             name, fmt, mode, target = CASES[k]
             results.append((name, target, run_case(con, dataset, fmt, mode, args.repeats,
