@@ -52,6 +52,10 @@ class MicroConfig:
     # 'patches' and 'resnet18': frozen features, a linear head fitted by L-BFGS
     l2: float = 0.3  # penalty on the sum of squared head weights
     iterations: int = 50  # L-BFGS iterations, recorded 10 to an 'epoch'
+    # 'patches' trained with unlabelled images: label spreading over a graph of the nearest
+    # neighbours among all training images (see `NeighbourLabels`); 0 turns it off
+    spread: float = 0.5  # weight of the neighbours' labels against the image's own prediction
+    neighbours: int = 10  # graph edges per image
     # 'cnn': trained end to end by SGD on augmented batches
     width: int = 24  # channels of the first block; doubled at each of 3 downsamplings
     epochs: int = 60  # passes over the labelled images (fewer when `seconds` runs out)
@@ -223,6 +227,93 @@ class PatchEncoder(nn.Module):
         return torch.cat([level.flatten(1) for level in levels], dim=1).sqrt_()
 
 
+SPREAD_COMPONENTS = 256  # principal components the neighbour graph is built in
+SPREAD_WHITEN = 0.5  # components divided by their singular value to this power (1: whitened)
+SPREAD_POWER = 3  # edge weight = cosine similarity ** SPREAD_POWER: the closest count most
+SPREAD_PRIOR = 0.5  # how much an unlabelled image's own prediction seeds the spreading
+SPREAD_STEPS = 30
+MAX_SPREAD_IMAGES = 10_000  # unlabelled images in the graph (a seeded sample of more)
+
+
+class NeighbourLabels(nn.Module):
+    """Label spreading (Zhou et al., 2004) over the training images, labelled or not, kept for
+    prediction. Training: the frozen features of every training image, projected on their
+    principal components, are linked to their `k` most similar (cosine); labels spread along
+    the links from the people's labels, each unlabelled image also seeded by the head's own
+    prediction: F = spread * S F + (1 - spread) * seeds. Prediction: an image's probabilities
+    are those of the same step taken from its `k` nearest training images' spread labels and
+    its own prediction. An image that was itself a training image is not its own neighbour.
+    Empty (and a no-op) until fitted."""
+
+    def __init__(self, spread: float, k: int):
+        super().__init__()
+        self.spread, self.k = spread, k
+        for name in ("centre", "basis", "points", "labels", "degree"):
+            self.register_buffer(name, torch.zeros(0))
+
+    @property
+    def fitted(self) -> bool:
+        return len(self.points) > 0
+
+    def resize_like(self, state: dict, prefix: str) -> None:
+        """Give the buffers the shapes saved in `state` (they depend on the training data)."""
+        for name, _ in self.named_buffers():
+            if prefix + name in state:
+                setattr(self, name, torch.zeros_like(state[prefix + name]))
+
+    def fit(self, features: torch.Tensor, seeds: torch.Tensor, *, seed: int) -> None:
+        """(R, D) standardised features and (R, K) seeds: a person's label as one-hot, the
+        head's probabilities times SPREAD_PRIOR for an unlabelled image. `seed`: the random
+        projections of the principal components."""
+        centre = features.mean(dim=0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, values, vectors = torch.svd_lowrank(
+                features - centre, q=min(SPREAD_COMPONENTS, *features.shape), niter=3)
+        basis = vectors / values.clamp_min(1e-6) ** SPREAD_WHITEN
+        points = F.normalize((features - centre) @ basis, dim=1)
+        rows, cols, weights = [], [], []
+        for start in range(0, len(points), 2048):
+            sim = points[start:start + 2048] @ points.T
+            sim[torch.arange(len(sim)), torch.arange(start, start + len(sim))] = -1.0
+            top, where = sim.topk(min(self.k, len(points) - 1), dim=1)
+            rows.append(torch.arange(start, start + len(sim)).repeat_interleave(top.shape[1]))
+            cols.append(where.flatten())
+            weights.append(top.clamp_min(0).pow(SPREAD_POWER).flatten())
+        rows, cols, weights = torch.cat(rows), torch.cat(cols), torch.cat(weights)
+        graph = torch.sparse_coo_tensor(torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]),
+                                        torch.cat([weights, weights]), (len(points),) * 2,
+                                        check_invariants=True).coalesce()
+        degree = torch.sparse.sum(graph, dim=1).to_dense().clamp_min(1e-12)
+        scale = degree.rsqrt()
+        index = graph.indices()
+        graph = torch.sparse_coo_tensor(index, graph.values() * scale[index[0]] * scale[index[1]],
+                                        graph.shape, check_invariants=True)
+        spread = seeds.clone()
+        for _ in range(SPREAD_STEPS):
+            spread = self.spread * torch.sparse.mm(graph, spread) + (1 - self.spread) * seeds
+        self.centre, self.basis, self.points = centre, basis, points
+        self.labels = spread / spread.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        self.degree = degree
+
+    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """(B, K) probabilities of images with (B, D) standardised features, from the head's
+        (B, K) `probs` and their neighbours' spread labels."""
+        if not self.fitted:
+            return probs
+        points = F.normalize((features - self.centre) @ self.basis, dim=1)
+        sim = points @ self.points.T
+        sim[sim > 1 - 1e-5] = -1.0  # the image itself, when it was a training image
+        top, where = sim.topk(min(self.k, len(self.points)), dim=1)
+        weights = top.clamp_min(0).pow(SPREAD_POWER)
+        own = weights.sum(dim=1, keepdim=True)
+        steps = weights / (own * self.degree[where]).sqrt().clamp_min(1e-12)
+        spread = (self.spread * (steps[..., None] * self.labels[where]).sum(dim=1)
+                  + (1 - self.spread) * SPREAD_PRIOR * probs)
+        spread = spread / spread.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.where(own > 0, spread, probs)
+
+
 def _pyramid(pool: int) -> list[int]:
     """Grid sides from `pool` halving while even, ending at 1: 4 -> [4, 2, 1], 3 -> [3, 1]."""
     sides = [pool]
@@ -293,6 +384,7 @@ class MicroNet(nn.Module):
         self.config = config
         self.features, dim = _features(config)
         self.head = nn.Linear(dim, len(config.classes))
+        self.neighbours = NeighbourLabels(config.spread, config.neighbours)
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config.arch == "resnet18" else ((0,) * 3, (1,) * 3)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1))
@@ -338,7 +430,8 @@ def load_micromodel(path: str | Path) -> MicroNet:
     if not isinstance(saved, dict) or "config" not in saved or "state" not in saved:
         raise MicroModelError(f"{path} is not a Sieve micro-model checkpoint (no config/state)")
     model = MicroNet(MicroConfig(**saved["config"]))
-    model.load_state_dict(saved["state"])
+    model.neighbours.resize_like(saved["state"], "neighbours.")
+    model.load_state_dict({**model.state_dict(), **saved["state"]})  # older files: no spreading
     return model.eval()
 
 
@@ -548,8 +641,45 @@ def _head_proba(model: MicroNet, raw: torch.Tensor) -> np.ndarray:
 def _fit_frozen(model: MicroNet, x, y, u, *, generator, progress, on_epoch, started) -> list:
     if progress:
         progress(0, math.ceil(model.config.iterations / HEAD_CHUNK), "features")
-    return _fit_head(model, _raw_features(model, x, training=True), y, progress=progress,
-                     on_epoch=on_epoch, started=started)
+    raw = _raw_features(model, x, training=True)
+    history = _fit_head(model, raw, y, progress=progress, on_epoch=on_epoch, started=started)
+    if u is not None and len(u) and model.config.spread > 0:
+        _fit_neighbours(model, raw, y, u, generator=generator, progress=progress, started=started)
+    return history
+
+
+SPREAD_TIME_SHARE = 0.85  # unlabelled images' features stop at this share of config.seconds
+
+
+@torch.no_grad()
+def _fit_neighbours(model: MicroNet, raw: torch.Tensor, y: torch.Tensor, u: torch.Tensor, *,
+                    generator, progress, started: float) -> None:
+    """Label spreading over the labelled images (`raw`: their standardised training views) and
+    up to MAX_SPREAD_IMAGES unlabelled ones, as many as the time limit lets through."""
+    config = model.config
+    views = [0, raw.shape[0] // 2] if config.hflip else [0]  # each image and its mirror
+    if len(u) > MAX_SPREAD_IMAGES:
+        u = u[torch.randperm(len(u), generator=generator)[:MAX_SPREAD_IMAGES].sort().values]
+    features, probs = [], []
+    for start in range(0, len(u), 500):
+        if time.monotonic() - started >= SPREAD_TIME_SHARE * config.seconds:
+            break
+        chunk = u[start:start + 500]
+        plain = model.embed(chunk)
+        prob = F.softmax(model.head(plain), dim=1)
+        if config.hflip:
+            mirrored = model.embed(chunk.flip(3))
+            plain, prob = (plain + mirrored) / 2, (prob + F.softmax(model.head(mirrored), dim=1)) / 2
+        features.append(plain)
+        probs.append(prob)
+        if progress:
+            progress(start + len(chunk), len(u), "spreading labels to unlabelled images")
+    if not features:
+        return
+    seeds = torch.cat([F.one_hot(y, len(config.classes)).float(),
+                       SPREAD_PRIOR * torch.cat(probs)])
+    model.neighbours.fit(torch.cat([raw[views].mean(dim=0), torch.cat(features)]), seeds,
+                         seed=config.seed)
 
 
 def _report(record: EpochRecord, progress, on_epoch, epochs: int) -> EpochRecord:
@@ -656,16 +786,21 @@ def _train_sgd(model: MicroNet, x, y, u, *, generator, progress, on_epoch, start
 @torch.no_grad()
 def predict_proba(model: MicroNet, images, *, batch_size: int = 500) -> np.ndarray:
     """(N, K) class probabilities of (N, S, S, 3) uint8 images (or an (N, 3, S, S) uint8
-    tensor), averaged with the mirror image's when the model was trained with flips."""
+    tensor), averaged with the mirror image's when the model was trained with flips, then
+    spread from the nearest training images when the model learned from unlabelled ones
+    (`NeighbourLabels`). Each image's result depends on that image alone, not on the batch."""
     x = images if isinstance(images, torch.Tensor) else _as_tensor(images, model.config.image_size)
     model.eval()
     out = []
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
-        probs = F.softmax(model(chunk), dim=1)
+        features = model.embed(chunk)
+        probs = F.softmax(model.head(features), dim=1)
         if model.config.hflip:
-            probs = (probs + F.softmax(model(chunk.flip(3)), dim=1)) / 2
-        out.append(probs)
+            mirrored = model.embed(chunk.flip(3))
+            probs = (probs + F.softmax(model.head(mirrored), dim=1)) / 2
+            features = (features + mirrored) / 2
+        out.append(model.neighbours(features, probs))
     k = len(model.config.classes)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, k))
 

@@ -96,6 +96,36 @@ def test_unlabelled_images_shape_the_patch_dictionary(data):
     assert not torch.equal(alone.features[0].filters, helped.features[0].filters)
 
 
+def test_labels_spread_to_unlabelled_training_images_and_survive_a_round_trip(data, tmp_path):
+    train, train_labels, test, test_labels = data
+    unlabelled, _ = colour_images(20, seed=3)
+    model = mm.train_micromodel(train, train_labels, config=config(), unlabelled=unlabelled).model
+    assert model.neighbours.fitted and len(model.neighbours.points) == 18 + 60
+    spread = model.neighbours.labels
+    assert torch.allclose(spread.sum(dim=1), torch.ones(len(spread)))
+    assert (spread[:18].argmax(1).numpy() == train_labels).all()  # people's labels hold
+    probs = mm.predict_proba(model, test)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs.argmax(axis=1) == test_labels).mean() >= 0.9
+    # each image's probabilities depend on that image alone, not on what is scored with it
+    one_by_one = np.concatenate([mm.predict_proba(model, test[k:k + 1]) for k in range(5)])
+    assert np.allclose(one_by_one, probs[:5], atol=1e-6)
+    loaded = mm.load_micromodel(mm.save_micromodel(model, tmp_path / "spread.pt"))
+    assert np.array_equal(mm.predict_proba(loaded, test), probs)
+
+
+def test_spreading_changes_predictions_and_can_be_turned_off(data):
+    train, train_labels, test, _ = data
+    unlabelled, _ = colour_images(20, seed=3)
+    spread = mm.train_micromodel(train, train_labels, config=config(), unlabelled=unlabelled).model
+    off = mm.train_micromodel(train, train_labels, config=config(spread=0.0),
+                              unlabelled=unlabelled).model
+    assert not off.neighbours.fitted
+    assert not np.allclose(mm.predict_proba(spread, test), mm.predict_proba(off, test))
+    # the same dictionary and head: only the spreading differs
+    assert torch.equal(spread.head.weight, off.head.weight)
+
+
 def test_cnn_pseudo_labels_train_on_unlabelled_images(data):
     train, train_labels, test, test_labels = data
     trained = mm.train_micromodel(train, train_labels, unlabelled=test,
