@@ -232,7 +232,7 @@ SPREAD_WHITEN = 0.5  # components divided by their singular value to this power 
 SPREAD_POWER = 3  # edge weight = cosine similarity ** SPREAD_POWER: the closest count most
 SPREAD_PRIOR = 0.5  # how much an unlabelled image's own prediction seeds the spreading
 SPREAD_STEPS = 30
-MAX_SPREAD_IMAGES = 10_000  # unlabelled images in the graph (a seeded sample of more)
+MAX_SPREAD_IMAGES = 10_000  # labelled, and unlabelled, images in the graph (seeded samples)
 
 
 class NeighbourLabels(nn.Module):
@@ -654,10 +654,15 @@ SPREAD_TIME_SHARE = 0.85  # unlabelled images' features stop at this share of co
 @torch.no_grad()
 def _fit_neighbours(model: MicroNet, raw: torch.Tensor, y: torch.Tensor, u: torch.Tensor, *,
                     generator, progress, started: float) -> None:
-    """Label spreading over the labelled images (`raw`: their standardised training views) and
-    up to MAX_SPREAD_IMAGES unlabelled ones, as many as the time limit lets through."""
+    """Label spreading over up to MAX_SPREAD_IMAGES labelled images (`raw`: their standardised
+    training views) and up to as many unlabelled ones (fewer when the time limit comes first).
+    The caps bound the graph's cost (tens of seconds) when there are tens of thousands."""
     config = model.config
     views = [0, raw.shape[0] // 2] if config.hflip else [0]  # each image and its mirror
+    if len(y) > MAX_SPREAD_IMAGES:
+        keep = torch.randperm(len(y), generator=generator)[:MAX_SPREAD_IMAGES].sort().values
+        raw, y = raw[:, keep], y[keep]
+    labelled = raw[views].mean(dim=0)
     if len(u) > MAX_SPREAD_IMAGES:
         u = u[torch.randperm(len(u), generator=generator)[:MAX_SPREAD_IMAGES].sort().values]
     features, probs = [], []
@@ -678,8 +683,7 @@ def _fit_neighbours(model: MicroNet, raw: torch.Tensor, y: torch.Tensor, u: torc
         return
     seeds = torch.cat([F.one_hot(y, len(config.classes)).float(),
                        SPREAD_PRIOR * torch.cat(probs)])
-    model.neighbours.fit(torch.cat([raw[views].mean(dim=0), torch.cat(features)]), seeds,
-                         seed=config.seed)
+    model.neighbours.fit(torch.cat([labelled, torch.cat(features)]), seeds, seed=config.seed)
 
 
 def _report(record: EpochRecord, progress, on_epoch, epochs: int) -> EpochRecord:

@@ -126,6 +126,14 @@ def test_spreading_changes_predictions_and_can_be_turned_off(data):
     assert torch.equal(spread.head.weight, off.head.weight)
 
 
+def test_spreading_samples_large_sets(data, monkeypatch):
+    train, train_labels, _, _ = data
+    unlabelled, _ = colour_images(20, seed=3)
+    monkeypatch.setattr(mm, "MAX_SPREAD_IMAGES", 12)
+    model = mm.train_micromodel(train, train_labels, config=config(), unlabelled=unlabelled).model
+    assert len(model.neighbours.points) == 12 + 12
+
+
 def test_cnn_pseudo_labels_train_on_unlabelled_images(data):
     train, train_labels, test, test_labels = data
     trained = mm.train_micromodel(train, train_labels, unlabelled=test,
