@@ -1,12 +1,16 @@
 """Accounts and roles: who may do what to the catalog.
 
 `require(con, user, permission)` is the check every core write makes first; `add_user`,
-`verify`, `change_password`, `set_role` and `disable_user` manage the accounts. A catalog with no
+`verify`, `change_password`, `set_role` and `disable_user` manage the accounts; `sign_in` is
+`verify` behind a per-name limit on failed attempts (`SignInThrottle`). A catalog with no
 accounts is in single-user mode: every write is allowed, under whatever name it carries.
 """
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -197,6 +201,72 @@ def verify(con, name: str, password: str) -> Account | None:
     if row is None or not matches or not row["active"]:
         return None
     return get_account(con, row["name"])
+
+
+FREE_SIGN_IN_FAILURES = 5  # failed sign-ins in a row a name may have before it must wait
+FIRST_SIGN_IN_WAIT_S = 30.0  # the first wait; doubled with each further failure
+MAX_SIGN_IN_WAIT_S = 900.0
+
+
+class TooManySignIns(PermissionDenied):
+    """Too many failed sign-ins for a name; `wait` seconds until the next try is heard."""
+
+    def __init__(self, wait: float):
+        super().__init__(f"too many failed sign-ins for this name: try again in {wait:.0f} s")
+        self.wait = wait
+
+
+class SignInThrottle:
+    """Failed sign-ins per name (known or not, so that a refusal tells nothing about which
+    names exist), kept in this process: the dashboard's, where people sign in. After
+    FREE_SIGN_IN_FAILURES failures in a row a name waits FIRST_SIGN_IN_WAIT_S before its next
+    try is even checked, twice as long after each further failure, at most MAX_SIGN_IN_WAIT_S;
+    a right password clears the count. Guessing a password then takes years, at the price that
+    someone who knows a name can keep that person waiting (a lead or admin can see the failed
+    attempts in the server log)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # name -> (in a row, when the last)
+
+    def wait(self, name: str) -> float:
+        """Seconds until `name` may try again; 0 when it may now."""
+        with self._lock:
+            count, last = self._failures.get(name, (0, 0.0))
+        if count < FREE_SIGN_IN_FAILURES:
+            return 0.0
+        pause = min(FIRST_SIGN_IN_WAIT_S * 2 ** (count - FREE_SIGN_IN_FAILURES), MAX_SIGN_IN_WAIT_S)
+        return max(0.0, last + pause - self._clock())
+
+    def failed(self, name: str) -> None:
+        with self._lock:
+            count, _ = self._failures.get(name, (0, 0.0))
+            self._failures[name] = (count + 1, self._clock())
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)
+
+
+SIGN_INS = SignInThrottle()
+
+
+def sign_in(con, name: str, password: str, *,
+            throttle: SignInThrottle | None = None) -> Account | None:
+    """`verify`, refused with TooManySignIns while `name` must wait after failed attempts
+    (`throttle`: this process's SIGN_INS by default)."""
+    throttle = throttle or SIGN_INS
+    key = (name or "").strip()
+    wait = throttle.wait(key)
+    if wait > 0:
+        raise TooManySignIns(wait)
+    account = verify(con, key, password)
+    if account is None:
+        throttle.failed(key)
+    else:
+        throttle.succeeded(key)
+    return account
 
 
 def change_password(con, name: str, old: str, new: str) -> None:

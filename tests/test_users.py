@@ -193,6 +193,42 @@ def test_verify_right_wrong_unknown_and_disabled(team):
     assert users.verify(team, "leo", PASSWORD) is None
 
 
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sign_in_waits_after_repeated_failures_and_doubles_the_wait(team):
+    clock = Clock()
+    throttle = users.SignInThrottle(clock)
+    for _ in range(users.FREE_SIGN_IN_FAILURES):
+        assert users.sign_in(team, "leo", "wrong password", throttle=throttle) is None
+    with pytest.raises(users.TooManySignIns) as refused:
+        users.sign_in(team, "leo", PASSWORD, throttle=throttle)  # right, but not even checked
+    assert refused.value.wait == pytest.approx(users.FIRST_SIGN_IN_WAIT_S)
+    assert users.sign_in(team, "vera", PASSWORD, throttle=throttle).name == "vera"  # others go on
+    clock.now += users.FIRST_SIGN_IN_WAIT_S
+    assert users.sign_in(team, "leo", "wrong again", throttle=throttle) is None
+    assert throttle.wait("leo") == pytest.approx(2 * users.FIRST_SIGN_IN_WAIT_S)
+    clock.now += 2 * users.FIRST_SIGN_IN_WAIT_S
+    assert users.sign_in(team, " leo ", PASSWORD, throttle=throttle).name == "leo"
+    assert throttle.wait("leo") == 0  # a right password clears the count
+
+
+def test_sign_in_throttles_unknown_names_alike_and_caps_the_wait(team):
+    clock = Clock()
+    throttle = users.SignInThrottle(clock)
+    for _ in range(users.FREE_SIGN_IN_FAILURES + 20):
+        assert users.sign_in(team, "nobody", PASSWORD, throttle=throttle) is None
+        clock.now += users.MAX_SIGN_IN_WAIT_S
+    assert throttle.wait("nobody") == pytest.approx(0)
+    users.sign_in(team, "nobody", PASSWORD, throttle=throttle)
+    assert throttle.wait("nobody") == pytest.approx(users.MAX_SIGN_IN_WAIT_S)
+
+
 def test_change_password_clears_one_time_flag(team):
     one_time = users.add_user(team, "otto", "viewer", by="root")
     with pytest.raises(users.PermissionDenied, match="current password is wrong"):
@@ -314,6 +350,17 @@ def test_app_sign_in_forced_password_change_and_sign_out(team_db, monkeypatch):
     assert not [t for t in at.sidebar.text_input if t.label == "You are"]
     at.sidebar.button(key="sign_out").click().run()
     assert at.title[0].value == "Sign in to Sieve"
+
+
+def test_app_sign_in_refused_after_repeated_failures(team_db, monkeypatch):
+    db, _ = team_db
+    monkeypatch.setattr(users, "SIGN_INS", users.SignInThrottle())
+    at = open_app(db, monkeypatch)
+    for _ in range(users.FREE_SIGN_IN_FAILURES):
+        sign_in(at, "vera", "not the password")
+    sign_in(at, "vera", PASSWORD)  # the right password, refused while vera must wait
+    assert "Too many failed sign-ins" in at.error[0].value
+    assert at.title[0].value == "Sign in to Sieve" and "user" not in at.session_state
 
 
 def test_app_viewer_sees_no_lead_pages(team_db, monkeypatch):

@@ -191,7 +191,13 @@ def _sign_in_form_ui(con) -> None:
         name = st.text_input("Name", key="sign_in_name")
         password = st.text_input("Password", type="password", key="sign_in_password")
         if st.form_submit_button("Sign in", type="primary"):
-            account = users.verify(con, name, password)
+            try:
+                account = users.sign_in(con, name, password)
+            except users.TooManySignIns as err:
+                _ACCESS_LOG.warning("sign-in for %r refused: %s", name, err)
+                st.error(f"Too many failed sign-ins for this name: try again in "
+                         f"{err.wait:.0f} seconds.")
+                return
             if account is None:
                 _ACCESS_LOG.warning("failed sign-in for %r", name)
                 st.error("Wrong name or password, or the account is disabled.")
