@@ -7,8 +7,12 @@ processes (`core.imageprobe`); only this process writes to the catalog, batch by
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.popen_forkserver
+import multiprocessing.spawn
 import os
+import threading
 import time
 import warnings
 from collections import Counter
@@ -149,8 +153,7 @@ def _worker_context():
     environment (WORKER_ENV) gives numpy one thread per worker, the pool being the parallelism,
     and keeps freed memory in the process: returning every 2 MB array to the kernel costs a
     page fault per 4 kB when the next batch takes it back (10% of the CPU time on CIFAR)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["core.imageprobe"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["core.imageprobe"])
     here = str(Path(__file__).resolve().parent.parent)  # Python 3.11's server ignores sys.path
     environment = dict(WORKER_ENV, PYTHONPATH=os.pathsep.join(
         [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
@@ -164,7 +167,41 @@ def _worker_context():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    return context
+    return _WorkerContext()
+
+
+_LAUNCH_LOCK = threading.Lock()
+
+
+class _WorkerPopen(multiprocessing.popen_forkserver.Popen):
+    """Starts a worker without the parent's main module. `multiprocessing` has each new worker
+    import the parent's main script first; in the dashboard that is Streamlit's app, whose
+    code then runs in the worker and fails (the catalog is held, there is no session), and
+    every pooled ingest fell back to reading in one process. Workers need only
+    `core.imageprobe`, which their server has imported."""
+
+    def _launch(self, process_obj):
+        with _LAUNCH_LOCK:
+            prepare = multiprocessing.spawn.get_preparation_data
+            multiprocessing.spawn.get_preparation_data = lambda name: {
+                key: value for key, value in prepare(name).items()
+                if key not in ("init_main_from_path", "init_main_from_name")}
+            try:
+                super()._launch(process_obj)
+            finally:
+                multiprocessing.spawn.get_preparation_data = prepare
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        return _WorkerPopen(process_obj)
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess
+
+
 
 
 def _image_rows(results: list[ProbeResult], relpaths: list[str], ids: list[int], *,

@@ -282,6 +282,30 @@ def test_ingest_bad_annotation_files_recorded_rest_imported(con, tmp_path):
                         ("two.xml", "malformed XML", "skipped")]
 
 
+def test_reader_processes_do_not_run_the_parents_main_script(tmp_path, monkeypatch):
+    """Streamlit leaves the app as `__main__` (with a file, no spec); multiprocessing would
+    have each worker run that script first, and there it fails, killing the worker."""
+    import types
+    import warnings
+
+    from core import ingest as ingest_module
+
+    marker = tmp_path / "main script ran"
+    script = tmp_path / "app.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('not here')\n")
+    app = types.ModuleType("__main__")
+    app.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", app)
+    monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 1e9)  # processes
+    paths = [str(p) for p in write_good_images(tmp_path / "good").values()] * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # 'a reader process stopped'
+        read = [r for batch in ingest_module.probe_all(paths, [None] * len(paths), workers=2)
+                for r in batch]
+    assert len(read) == len(paths) and not marker.exists()
+
+
 @pytest.mark.parametrize("readers", ["processes", "threads"])
 def test_probe_all_workers_give_what_this_process_gives(tmp_path, monkeypatch, readers):
     from core import ingest as ingest_module
