@@ -14,10 +14,11 @@ export SIEVE_HOME
 
 .PHONY: run test demo bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Ray (the optional cluster engine) is installed too, so that the tests run it on a clean clone
+$(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-ray.txt
 	touch $(STAMP)
 
 $(DB): | $(STAMP)

@@ -53,7 +53,7 @@ def cmd_ingest(args) -> int:
                              dataset=args.dataset, split=args.split, annotator=args.annotator,
                              classes=args.classes.split(",") if args.classes else None,
                              workers=args.workers, job_id=job_id, progress=progress,
-                             user=args.user)
+                             user=args.user, engine=args.engine, ray_address=args.ray_address)
 
     try:
         summary = jobs.run_job(con, "ingest", params, work, progress=bar)
@@ -373,13 +373,18 @@ def cmd_train(args) -> int:
     dataset = _pick_dataset(con, args.dataset)
     request, train, summarise, show = (_detect_request if args.task == "detect"
                                        else _classify_request)(args)
+    engine = {} if args.engine == "local" else {"engine": args.engine,
+                                                "ray_address": args.ray_address}
+    if engine and args.task == "detect":
+        raise catalog.CatalogError("--engine ray: detection models train and predict on this "
+                                   "machine only; leave --engine out")
     params = {"dataset": dataset.name, "task": args.task,
               **{k: v for k, v in asdict(request).items() if v}}
     bar = None if args.json else _progress_bar("train")
     try:
         run_id = jobs.run_job(con, "train", params, lambda cursor, progress, job_id:
                               train(cursor, dataset, request, job_id=job_id,
-                                    created_by=args.user, progress=progress),
+                                    created_by=args.user, progress=progress, **engine),
                               progress=bar)
     finally:
         if bar:
@@ -445,7 +450,8 @@ def cmd_label_issues(args) -> int:
         issues = suspects.find_label_issues(
             con, dataset, split=args.split, train_split=args.train_split, folds=args.folds,
             classes=_class_list(args.classes), seed=args.seed, progress=bar,
-            config=tuple((k, v) for k, v in overrides.items() if v is not None))
+            config=tuple((k, v) for k, v in overrides.items() if v is not None),
+            engine=args.engine, ray_address=args.ray_address)
     except ValueError as err:
         raise catalog.CatalogError(str(err)) from err
     finally:
@@ -520,6 +526,16 @@ def cmd_user(args) -> int:
     return 0
 
 
+def _add_engine_options(p: argparse.ArgumentParser, work: str) -> None:
+    """--engine and --ray-address: where `work` runs (Ray is optional: requirements-ray.txt)."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help=f"{work} in processes on this machine (default) or as tasks on a Ray "
+                        "cluster, whose nodes must see the images at the same paths (shared "
+                        "storage); results are the same")
+    p.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster's head, host:port "
+                   "(default: SIEVE_RAY_ADDRESS or RAY_ADDRESS, else Ray started on this machine)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sieve command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -544,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class list; other classes are skipped")
     p.add_argument("--workers", type=int, help="reader processes (default: one per core)")
     p.add_argument("--user", help="who ingests (a lead, once the catalog has accounts)")
+    _add_engine_options(p, "read the images")
 
     p = add("demo", cmd_demo, "build the demo catalog (CIFAR-10 and BCCD, or offline MNIST)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -627,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="images are squashed to this square "
                    "(default 32); detect: the long side images are resized to (default 256)")
     p.add_argument("--user", help="who trains (recorded on the run)")
+    _add_engine_options(p, "classify: read the images and predict them")
 
     p = add("autolabel", cmd_autolabel, "write a run's confident predictions as model labels "
                                         "and queue the rest for review; or roll a run back")
@@ -657,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="store_true", help="send them to a review queue")
     p.add_argument("--limit", type=int, default=30, help="rows printed (default 30)")
     p.add_argument("--user", help="who asks (recorded on the queue)")
+    _add_engine_options(p, "read the images (and, with --train-split, predict them)")
 
     p = add("user", cmd_user, "accounts: add, list, set-role, disable (a catalog without "
                               "accounts is in single-user mode)")

@@ -211,6 +211,31 @@ def _predict(model, pixels: np.ndarray, progress, *, chunk: int = 2000) -> tuple
     return probs, len(pixels) / max(time.monotonic() - started, 1e-9)
 
 
+def _load_targets(paths: list[str], size: int, progress, *, engine: str,
+                  ray_address: str | None) -> np.ndarray:
+    """(N, size, size, 3) pixels of the images to predict, read here or by Ray tasks."""
+    if engine == "ray":
+        from core import rayengine
+
+        return rayengine.load_images(paths, size=size, address=ray_address, progress=progress)
+    from core.micromodel import load_images
+
+    return load_images(paths, size=size, progress=progress)
+
+
+def _predict_targets(model, pixels: np.ndarray, paths: list[str], progress, *, engine: str,
+                     ray_address: str | None) -> tuple[np.ndarray, float]:
+    """`_predict` here, or on the Ray cluster: tasks read their share of `paths` and run the
+    model (shipped once), so the pixels never travel."""
+    if engine != "ray":
+        return _predict(model, pixels, progress)
+    from core import rayengine
+
+    started = time.monotonic()
+    probs = rayengine.predict_files(model, paths, address=ray_address, progress=progress)
+    return probs, len(paths) / max(time.monotonic() - started, 1e-9)
+
+
 def _evaluate(selection: Selection, targets: pd.DataFrame, probs: np.ndarray, seed: int):
     if selection.holdout.empty:
         return None
@@ -231,12 +256,19 @@ def _metrics(trained, selection: Selection, evaluation, speed: float, n_targets:
 
 
 def train_run(con, dataset: catalog.Dataset, request: TrainRequest, *,
-              created_by: str | None = None, job_id: int | None = None, progress=None) -> int:
+              created_by: str | None = None, job_id: int | None = None, progress=None,
+              engine: str = "local", ray_address: str | None = None) -> int:
     """Choose labels, train, save the weights, predict held-out and unlabelled images, evaluate.
-    Returns the run id; a failure is recorded on the run (status 'failed') and raised."""
-    from core.micromodel import load_images, save_micromodel
+    Returns the run id; a failure is recorded on the run (status 'failed') and raised.
+    `engine` 'ray': the images to predict are read and predicted by tasks on the Ray cluster
+    at `ray_address` (`core.rayengine`); training stays here. Same predictions either way."""
+    from core.micromodel import save_micromodel
 
     users.require(con, created_by, "train")
+    if engine != "local":
+        from core.rayengine import check_engine
+
+        check_engine(engine)
     selection = choose_images(con, dataset, request)
     config = _micro_config(selection, request)
     run_id = catalog.create_model_run(
@@ -248,11 +280,14 @@ def train_run(con, dataset: catalog.Dataset, request: TrainRequest, *,
                                                        selection.holdout.assign(role="holdout")])
                                .rename(columns={"label": "class_id"}))
         targets = _targets(con, dataset, selection)
-        pixels = load_images(_full_paths(dataset.root, targets["path"]), size=config.image_size,
-                             progress=_phase(progress, "images to predict"))
+        paths = _full_paths(dataset.root, targets["path"])
+        pixels = _load_targets(paths, config.image_size, _phase(progress, "images to predict"),
+                               engine=engine, ray_address=ray_address)
         trained = _train_model(con, run_id, dataset, selection, request, pixels, progress)
         weights = save_micromodel(trained.model, model_path(con, run_id))
-        probs, speed = _predict(trained.model, pixels, _phase(progress, "predicting"))
+        probs, speed = _predict_targets(trained.model, pixels, paths,
+                                        _phase(progress, "predicting"), engine=engine,
+                                        ray_address=ray_address)
         catalog.add_predictions(con, run_id, pd.DataFrame({
             "image_id": targets["image_id"].to_numpy(), "probs": list(probs.astype(np.float32))}))
         evaluation = _evaluate(selection, targets, probs, request.seed)

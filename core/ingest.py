@@ -2,7 +2,8 @@
 and import its labels as append-only events. Running it again adds and changes nothing.
 
 Entry point: `ingest(con, source, ...)` → `IngestSummary`. Images are read by a pool of worker
-processes (`core.imageprobe`); only this process writes to the catalog, batch by batch.
+processes (`core.imageprobe`), or by tasks on a Ray cluster (`core.rayengine`); only this process
+writes to the catalog, batch by batch.
 """
 from __future__ import annotations
 
@@ -85,15 +86,22 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def probe_all(paths: list, known_sha: list, *, workers: int) -> Iterator[list[ProbeResult]]:
-    """Probe files in order, chunk by chunk. This process reads the first chunk, then shares the
-    rest out if reading it here would take over POOL_WORTH_S: among `workers` threads when the
-    images are big (over THREADS_FROM_S each: decoding, converting, hashing and resizing them
-    is C code that lets go of Python's lock, and threads start at once), else among `workers`
-    processes. Chunks shrink for small sources so that every worker gets several."""
+def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "local",
+              ray_address: str | None = None) -> Iterator[list[ProbeResult]]:
+    """Probe files in order, chunk by chunk. Engine 'local': this process reads the first chunk,
+    then shares the rest out if reading it here would take over POOL_WORTH_S: among `workers`
+    threads when the images are big (over THREADS_FROM_S each: decoding, converting, hashing and
+    resizing them is C code that lets go of Python's lock, and threads start at once), else among
+    `workers` processes. Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
+    (`core.rayengine`). Chunks shrink for small sources so that every worker gets several."""
     size = max(1, min(CHUNK, -(-len(paths) // (4 * workers))))
     chunks = list(zip(_chunks(paths, size), _chunks(known_sha, size)))
     if not chunks:
+        return
+    if engine == "ray":
+        from core import rayengine
+
+        yield from rayengine.probe_chunks(chunks, address=ray_address)
         return
     if workers > 1 and len(paths) >= CHUNK and not _look_big(paths[:8]):
         _worker_context()  # likely needed: the server boots while the first chunk is read
@@ -293,7 +301,8 @@ class _ImageWriter:
 
 def ingest_images(con, source: Path, paths: list[str], dataset_id: int, *, split: str | None,
                   job_id: int | None, workers: int, progress: Progress | None,
-                  prefix: str = "") -> _ImageWriter:
+                  prefix: str = "", engine: str = "local",
+                  ray_address: str | None = None) -> _ImageWriter:
     """Probe and record every file of `paths` (relative to `source`); the writer holds counts by
     outcome and the files that failed."""
     known = catalog.known_images(con, dataset_id)
@@ -301,7 +310,8 @@ def ingest_images(con, source: Path, paths: list[str], dataset_id: int, *, split
     known_sha = [writer.known.get(stored_path(prefix + p)[0], (None, None))[1] for p in paths]
     full = [os.path.join(source, p) for p in paths]
     done = 0
-    for results in probe_all(full, known_sha, workers=workers):
+    for results in probe_all(full, known_sha, workers=workers, engine=engine,
+                             ray_address=ray_address):
         for result, rel in zip(results, paths[done:done + len(results)]):
             writer.add(result, prefix + rel)
         done += len(results)
@@ -344,13 +354,20 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
            dataset: str | None = None, split: str | None = None, annotator: str | None = None,
            classes: list[str] | None = None, workers: int | None = None,
            job_id: int | None = None, progress: Progress | None = None,
-           user: str | None = None) -> IngestSummary:
+           user: str | None = None, engine: str = "local",
+           ray_address: str | None = None) -> IngestSummary:
     """Ingest the images (and labels) under `source` into `dataset` (default: folder name).
 
     `classes` fixes the vocabulary: a label naming another class is skipped with its reason.
-    `user`: who ingests (a lead, once the catalog has accounts).
+    `user`: who ingests (a lead, once the catalog has accounts). `engine`: 'local' (a pool of
+    `workers` processes) or 'ray' (tasks on the Ray cluster at `ray_address`, whose nodes see
+    `source` at the same path); both record the same rows.
     """
     users.require(con, user, "ingest")
+    if engine != "local":
+        from core.rayengine import check_engine
+
+        check_engine(engine)
     source = Path(source)
     if not source.is_dir():
         raise FormatError(f"source {source} is not a folder")
@@ -364,7 +381,7 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
         annotations.splits = _with_prefix(annotations.splits, prefix)
     writer = ingest_images(con, source, paths, ds.dataset_id, split=split, job_id=job_id,
                            workers=workers or os.cpu_count() or 1, progress=progress,
-                           prefix=prefix)
+                           prefix=prefix, engine=engine, ray_address=ray_address)
     if annotations.splits is not None and len(annotations.splits):
         catalog.set_splits(con, ds.dataset_id, annotations.splits)
     if progress:

@@ -143,17 +143,36 @@ def _given_labels(con, dataset, *, split: str | None, classes) -> tuple[pd.DataF
     return labels.assign(label=labels["class_id"].map(index)), table["name"].tolist()
 
 
+def _load_pixels(paths: list[str], size: int, *, engine: str, ray_address: str | None):
+    """(N, size, size, 3) pixels, read here or by Ray tasks (`core.rayengine`)."""
+    if engine == "ray":
+        from core import rayengine
+
+        return rayengine.load_images(paths, size=size, address=ray_address)
+    from core import micromodel
+
+    return micromodel.load_images(paths, size=size)
+
+
 def find_label_issues(con, dataset, *, split: str | None = None, train_split: str | None = None,
                       folds: int = 5, classes=None, config=(), seed: int = 0,
-                      weights: str | None = None, progress=None) -> pd.DataFrame:
+                      weights: str | None = None, progress=None, engine: str = "local",
+                      ray_address: str | None = None) -> pd.DataFrame:
     """People's labels of `split` that are probably wrong, most suspect first.
 
     Out-of-sample probabilities come from `folds`-fold cross-training within the split, or,
     with `train_split`, from one model trained on that split's labels. `config`: MicroConfig
-    fields to override as (field, value) pairs. Columns: image_id, image (path as stored),
-    split, given, suggested (class names), score (1 - p[given]), p_given, p_suggested.
+    fields to override as (field, value) pairs. `engine` 'ray': images are read (and, with
+    `train_split`, predicted) by tasks on the Ray cluster at `ray_address`; models train here.
+    Columns: image_id, image (path as stored), split, given, suggested (class names), score
+    (1 - p[given]), p_given, p_suggested.
     """
     from core import micromodel
+
+    if engine != "local":
+        from core.rayengine import check_engine
+
+        check_engine(engine)
 
     given, names = _given_labels(con, dataset, split=split, classes=classes)
     if len(names) < 2:
@@ -164,7 +183,7 @@ def find_label_issues(con, dataset, *, split: str | None = None, train_split: st
         overrides.setdefault("pool", 2)  # a 2x2 pyramid keeps N x D features in memory
     cfg = micromodel.MicroConfig(classes=tuple(names), seed=seed, **overrides)
     paths = [f"{dataset.root}/{p}" for p in given["path"]]
-    pixels = micromodel.load_images(paths, size=cfg.image_size)
+    pixels = _load_pixels(paths, cfg.image_size, engine=engine, ray_address=ray_address)
     if train_split is None:
         probs = micromodel.cross_val_proba(pixels, given["label"].to_numpy(), config=cfg,
                                            folds=folds, weights=weights, progress=progress)
@@ -173,13 +192,21 @@ def find_label_issues(con, dataset, *, split: str | None = None, train_split: st
         if train_names != names:
             raise ValueError(f"split {train_split!r} has labels of {', '.join(train_names)}, "
                              f"but {split or 'the dataset'} has {', '.join(names)}")
-        images = micromodel.load_images([f"{dataset.root}/{p}" for p in train["path"]],
-                                        size=cfg.image_size)
+        images = _load_pixels([f"{dataset.root}/{p}" for p in train["path"]], cfg.image_size,
+                              engine=engine, ray_address=ray_address)
         model = micromodel.train_micromodel(images, train["label"].to_numpy(), config=cfg,
                                             unlabelled=pixels, weights=weights,
                                             progress=progress).model
-        probs = micromodel.predict_proba(model, pixels)
+        probs = (micromodel.predict_proba(model, pixels) if engine == "local" else
+                 _cluster_proba(model, paths, ray_address))
     return _issue_table(given.reset_index(drop=True), names, probs)
+
+
+def _cluster_proba(model, paths: list[str], ray_address: str | None) -> np.ndarray:
+    """`predict_proba` of the files by Ray tasks: each reads its share and runs the model."""
+    from core import rayengine
+
+    return rayengine.predict_files(model, paths, address=ray_address)
 
 
 def _issue_table(given: pd.DataFrame, names: list[str], probs: np.ndarray) -> pd.DataFrame:

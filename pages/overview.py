@@ -2,7 +2,7 @@
 import streamlit as st
 
 import ui
-from core import catalog, ingest, jobs
+from core import catalog, ingest, jobs, rayengine
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)
@@ -35,9 +35,15 @@ def ingest_form_ui() -> dict | None:
         name = right.text_input("Dataset", dataset.name if dataset else "")
         split = left.text_input("Split for new images (optional)", "")
         annotator = right.text_input("Annotator (optional)", "")
+        cluster = rayengine.configured_address()
+        engine = left.selectbox(
+            "Engine", ["local", "ray"], key="ingest_engine",
+            help=f"ray: tasks on the cluster at {cluster}, whose nodes must see the folder at "
+                 "the same path") if cluster else "local"
         if st.form_submit_button("Start ingest", type="primary") and source:
             return {"source": source, "fmt": fmt, "labels": labels or None,
-                    "dataset": name or None, "split": split or None, "annotator": annotator or None}
+                    "dataset": name or None, "split": split or None, "annotator": annotator or None,
+                    "engine": engine, "ray_address": cluster if engine == "ray" else None}
     return None
 
 
@@ -47,7 +53,8 @@ if request:
         return ingest.ingest(cursor, request["source"], fmt=request["fmt"], labels=request["labels"],
                              dataset=request["dataset"], split=request["split"],
                              annotator=request["annotator"], job_id=job_id, progress=progress,
-                             user=user)
+                             user=user, engine=request["engine"],
+                             ray_address=request["ray_address"])
 
     job_id = jobs.start_job(ui.get_connection(), "ingest", request, work)
     st.session_state.setdefault("my_jobs", []).append(job_id)

@@ -90,20 +90,28 @@ def _tiny_folder(root: Path) -> Path:
     return root
 
 
-def test_overview_ingest_runs_as_a_job(tmp_path):
-    db = str(tmp_path / "fresh.duckdb")
-    at = _app(db)
-    assert "no dataset yet" in at.info[0].value
-    at.text_input(key="ingest_source").set_value(str(_tiny_folder(tmp_path / "shapes")))
+def ingest_on_overview(at, folder, *, engine: str | None = None, timeout: float = 60) -> int:
+    """Submit the Overview's ingest form for `folder` (and `engine`), wait for the job, show
+    the page again, check the tiny folder's counts; returns the job id."""
+    at.text_input(key="ingest_source").set_value(str(folder))
+    if engine:
+        at.selectbox(key="ingest_engine").set_value(engine)
     at.button[0].click()
     at.run()
     job_id = at.session_state["my_jobs"][-1]
-    jobs.wait(job_id, timeout=60)
+    jobs.wait(job_id, timeout=timeout)
     at.run()
     assert not at.exception
     metrics = _metrics(at)
     assert metrics["Images"] == "7" and metrics["Unreadable"] == "1" and metrics["Classes"] == "2"
     assert any("Job" in s.value and "added: 7" in s.value for s in at.success)
+    return job_id
+
+
+def test_overview_ingest_runs_as_a_job(tmp_path):
+    at = _app(str(tmp_path / "fresh.duckdb"))
+    assert "no dataset yet" in at.info[0].value
+    ingest_on_overview(at, _tiny_folder(tmp_path / "shapes"))
 
 
 def test_duplicates_page_counts_cifar_pairs(demo_catalog):
