@@ -7,8 +7,12 @@ writing, the command says so and exits with status 3.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -692,9 +696,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def stdout_for_this_program_only() -> Iterator[None]:
+    """Point file descriptor 1 at stderr while Python's `sys.stdout` keeps the real standard
+    output. Ray's processes and its C++ core write notices to descriptor 1 (a node that died,
+    a worker restarted), which would land inside a `--json` document. Nothing to do when
+    `sys.stdout` is not descriptor 1 (captured, redirected in-process)."""
+    try:
+        ours = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        ours = False
+    if not ours:
+        yield
+        return
+    sys.stdout.flush()
+    real, saved = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = open(real, "w", encoding=saved.encoding, errors=saved.errors,  # noqa: SIM115
+                      closefd=False)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved
+        os.dup2(real, 1)
+        os.close(real)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "engine", "local") == "ray":
+            with stdout_for_this_program_only():
+                return args.func(args)
         return args.func(args)
     except catalog.CatalogBusy as err:
         print(f"error: {err}", file=sys.stderr)

@@ -151,3 +151,17 @@ def test_cli_ingest_cifar10_test_counts(shared_data, tmp_path):
     assert {name: c["labels"] for name, c in stats["classes"].items()} == {
         name: 1000 for name in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                                 "horse", "ship", "truck"]}
+
+
+def test_engine_ray_keeps_other_programs_output_out_of_the_json():
+    """Ray's C++ core and processes write notices to descriptor 1 (a node died); under
+    --engine ray they go to stderr and stdout holds only this program's output."""
+    script = ("import os\n"
+              "from core.__main__ import stdout_for_this_program_only\n"
+              "with stdout_for_this_program_only():\n"
+              "    os.write(1, b'(raylet) a node died\\n')\n"
+              "    print('{\"images\": 3}')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, check=True)
+    assert json.loads(done.stdout) == {"images": 3}
+    assert "a node died" in done.stderr
