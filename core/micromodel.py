@@ -651,6 +651,23 @@ def _fit_frozen(model: MicroNet, x, y, u, *, generator, progress, on_epoch, star
 SPREAD_TIME_SHARE = 0.85  # unlabelled images' features stop at this share of config.seconds
 
 
+def _sample(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """`size` of range(n), seeded, in increasing order."""
+    return torch.randperm(n, generator=generator)[:size].sort().values
+
+
+def _features_and_head(model: MicroNet, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, D) standardised features, (B, K) head probabilities) of uint8 images, each the mean
+    over the image and, when the model was trained with flips, its mirror."""
+    features = model.embed(chunk)
+    probs = F.softmax(model.head(features), dim=1)
+    if model.config.hflip:
+        mirrored = model.embed(chunk.flip(3))
+        features = (features + mirrored) / 2
+        probs = (probs + F.softmax(model.head(mirrored), dim=1)) / 2
+    return features, probs
+
+
 @torch.no_grad()
 def _fit_neighbours(model: MicroNet, raw: torch.Tensor, y: torch.Tensor, u: torch.Tensor, *,
                     generator, progress, started: float) -> None:
@@ -660,25 +677,20 @@ def _fit_neighbours(model: MicroNet, raw: torch.Tensor, y: torch.Tensor, u: torc
     config = model.config
     views = [0, raw.shape[0] // 2] if config.hflip else [0]  # each image and its mirror
     if len(y) > MAX_SPREAD_IMAGES:
-        keep = torch.randperm(len(y), generator=generator)[:MAX_SPREAD_IMAGES].sort().values
+        keep = _sample(len(y), MAX_SPREAD_IMAGES, generator)
         raw, y = raw[:, keep], y[keep]
     labelled = raw[views].mean(dim=0)
     if len(u) > MAX_SPREAD_IMAGES:
-        u = u[torch.randperm(len(u), generator=generator)[:MAX_SPREAD_IMAGES].sort().values]
+        u = u[_sample(len(u), MAX_SPREAD_IMAGES, generator)]
     features, probs = [], []
     for start in range(0, len(u), 500):
         if time.monotonic() - started >= SPREAD_TIME_SHARE * config.seconds:
             break
-        chunk = u[start:start + 500]
-        plain = model.embed(chunk)
-        prob = F.softmax(model.head(plain), dim=1)
-        if config.hflip:
-            mirrored = model.embed(chunk.flip(3))
-            plain, prob = (plain + mirrored) / 2, (prob + F.softmax(model.head(mirrored), dim=1)) / 2
+        plain, prob = _features_and_head(model, u[start:start + 500])
         features.append(plain)
         probs.append(prob)
         if progress:
-            progress(start + len(chunk), len(u), "spreading labels to unlabelled images")
+            progress(min(start + 500, len(u)), len(u), "spreading labels to unlabelled images")
     if not features:
         return
     seeds = torch.cat([F.one_hot(y, len(config.classes)).float(),
@@ -797,14 +809,7 @@ def predict_proba(model: MicroNet, images, *, batch_size: int = 500) -> np.ndarr
     model.eval()
     out = []
     for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        features = model.embed(chunk)
-        probs = F.softmax(model.head(features), dim=1)
-        if model.config.hflip:
-            mirrored = model.embed(chunk.flip(3))
-            probs = (probs + F.softmax(model.head(mirrored), dim=1)) / 2
-            features = (features + mirrored) / 2
-        out.append(model.neighbours(features, probs))
+        out.append(model.neighbours(*_features_and_head(model, x[start:start + batch_size])))
     k = len(model.config.classes)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, k))
 
