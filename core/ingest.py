@@ -7,13 +7,7 @@ writes to the catalog, batch by batch.
 """
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
-import multiprocessing.popen_forkserver
-import multiprocessing.spawn
 import os
-import threading
 import time
 import warnings
 from collections import Counter
@@ -26,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from core import catalog, users
+from core import catalog, users, workerpool
 from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
                           read_annotations, scan_images, utf8_text)
 from core.imageprobe import ProbeResult, probe_batch, probe_files
@@ -35,12 +29,9 @@ from core.labels import import_labels
 Progress = Callable[[int, int, str], None]  # (done, total, message)
 CHUNK = 256        # most files per worker task
 WRITE_BATCH = 4096  # image rows per catalog transaction
-POOL_WORTH_S = 1.0  # less work than this is done here: starting workers takes 0.1-1 s
+POOL_WORTH_S = 0.6  # less work than this is done here: starting workers takes about 0.3 s
 THREADS_FROM_S = 0.0015  # per file: images this slow to read are big, read by threads here
 BIG_FILE = 16 << 10  # bytes: files this big are seldom small images (a hint for booting workers)
-WORKER_ENV = {  # the worker server's environment, read by numpy's BLAS and glibc at start
-    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +95,7 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
         yield from rayengine.probe_chunks(chunks, address=ray_address)
         return
     if workers > 1 and len(paths) >= CHUNK and not _look_big(paths[:8]):
-        _worker_context()  # likely needed: the server boots while the first chunk is read
+        workerpool.context()  # likely needed: the server boots while the first chunk is read
     started = time.monotonic()
     first = _probe_here(chunks[0])
     seconds = time.monotonic() - started
@@ -144,7 +135,7 @@ def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]
 def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
     done = 0
     try:
-        with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+        with ProcessPoolExecutor(workers, mp_context=workerpool.context()) as pool:
             for batch in pool.map(probe_batch, *zip(*chunks)):  # columns: cheap to send back
                 done += 1
                 yield batch.results()
@@ -153,63 +144,6 @@ def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult
                       f"{len(chunks) - done} chunks in this process", RuntimeWarning, stacklevel=2)
         for chunk_paths, chunk_sha in chunks[done:]:
             yield probe_files(chunk_paths, chunk_sha)
-
-
-def _worker_context():
-    """Workers fork from one server process, started once per process and left running: it
-    holds none of this process's threads or DuckDB and has imported `core.imageprobe`. Its
-    environment (WORKER_ENV) gives numpy one thread per worker, the pool being the parallelism,
-    and keeps freed memory in the process: returning every 2 MB array to the kernel costs a
-    page fault per 4 kB when the next batch takes it back (10% of the CPU time on CIFAR)."""
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["core.imageprobe"])
-    here = str(Path(__file__).resolve().parent.parent)  # Python 3.11's server ignores sys.path
-    environment = dict(WORKER_ENV, PYTHONPATH=os.pathsep.join(
-        [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return _WorkerContext()
-
-
-_LAUNCH_LOCK = threading.Lock()
-
-
-class _WorkerPopen(multiprocessing.popen_forkserver.Popen):
-    """Starts a worker without the parent's main module. `multiprocessing` has each new worker
-    import the parent's main script first; in the dashboard that is Streamlit's app, whose
-    code then runs in the worker and fails (the catalog is held, there is no session), and
-    every pooled ingest fell back to reading in one process. Workers need only
-    `core.imageprobe`, which their server has imported."""
-
-    def _launch(self, process_obj):
-        with _LAUNCH_LOCK:
-            prepare = multiprocessing.spawn.get_preparation_data
-            multiprocessing.spawn.get_preparation_data = lambda name: {
-                key: value for key, value in prepare(name).items()
-                if key not in ("init_main_from_path", "init_main_from_name")}
-            try:
-                super()._launch(process_obj)
-            finally:
-                multiprocessing.spawn.get_preparation_data = prepare
-
-
-class _WorkerProcess(multiprocessing.context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj):
-        return _WorkerPopen(process_obj)
-
-
-class _WorkerContext(multiprocessing.context.ForkServerContext):
-    Process = _WorkerProcess
-
-
 
 
 def _image_rows(results: list[ProbeResult], relpaths: list[str], ids: list[int], *,
