@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from core import catalog, users, workerpool
 from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
@@ -31,6 +32,8 @@ CHUNK = 256        # most files per worker task
 WRITE_BATCH = 4096  # image rows per catalog transaction
 POOL_WORTH_S = 0.6  # less work than this is done here: starting workers takes about 0.3 s
 THREADS_FROM_S = 0.0015  # per file: images this slow to read are big, read by threads here
+THREAD_CHUNK_S = 0.05  # reading time of a thread's chunk: short, so that threads end together
+SAMPLE_S = 0.02  # reading time of the sample that decides between here, threads and processes
 BIG_FILE = 16 << 10  # bytes: files this big are seldom small images (a hint for booting workers)
 
 
@@ -79,40 +82,60 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "local",
               ray_address: str | None = None) -> Iterator[list[ProbeResult]]:
-    """Probe files in order, chunk by chunk. Engine 'local': this process reads the first chunk,
-    then shares the rest out if reading it here would take over POOL_WORTH_S: among `workers`
-    threads when the images are big (over THREADS_FROM_S each: decoding, converting, hashing and
-    resizing them is C code that lets go of Python's lock, and threads start at once), else among
-    `workers` processes. Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
+    """Probe files in order, a list of results at a time. Engine 'local': this process first
+    reads a sample, in batches that double from 4 files until the batches after the first
+    (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read. Then it
+    shares the rest out if reading it here would take over POOL_WORTH_S: among `workers` threads
+    when the images are big (over THREADS_FROM_S each: decoding, converting, hashing and
+    resizing them is C code that lets go of Python's lock, and threads start at once), in
+    chunks of about THREAD_CHUNK_S so that the threads finish together; else among `workers`
+    processes. Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
     (`core.rayengine`). Chunks shrink for small sources so that every worker gets several."""
     size = max(1, min(CHUNK, -(-len(paths) // (4 * workers))))
-    chunks = list(zip(_chunks(paths, size), _chunks(known_sha, size)))
-    if not chunks:
+    if not paths:
         return
     if engine == "ray":
         from core import rayengine
 
+        chunks = list(zip(_chunks(paths, size), _chunks(known_sha, size)))
         yield from rayengine.probe_chunks(chunks, address=ray_address)
         return
     if workers > 1 and len(paths) >= CHUNK and not _look_big(paths[:8]):
-        workerpool.context()  # likely needed: the server boots while the first chunk is read
-    started = time.monotonic()
-    first = _probe_here(chunks[0])
-    seconds = time.monotonic() - started
-    yield first
-    if workers <= 1 or seconds * (len(chunks) - 1) <= POOL_WORTH_S:
-        for chunk in chunks[1:]:
-            yield _probe_here(chunk)
-    elif seconds / len(first) >= THREADS_FROM_S:
-        yield from _probe_in_threads(chunks[1:], workers)
+        workerpool.context()  # likely needed: the server boots while the sample is read
+    done, batch, warm_files, warm_seconds, seconds = 0, 4, 0, 0.0, 0.0
+    while done < size and warm_seconds < SAMPLE_S:
+        stop = min(done + batch, size)
+        started = time.monotonic()
+        results = _probe_here((paths[done:stop], known_sha[done:stop]))
+        seconds = time.monotonic() - started
+        if done:
+            warm_files, warm_seconds = warm_files + stop - done, warm_seconds + seconds
+        done, batch = stop, batch * 2
+        yield results
+    per_file = warm_seconds / warm_files if warm_files else seconds / done
+    rest = list(zip(paths[done:], known_sha[done:]))
+    if workers <= 1 or per_file * len(rest) <= POOL_WORTH_S:
+        for chunk in _chunks(rest, CHUNK):
+            yield _probe_here(tuple(map(list, zip(*chunk))))
+    elif per_file >= THREADS_FROM_S:
+        size = max(1, min(size, round(THREAD_CHUNK_S / per_file)))
+        yield from _probe_in_threads([tuple(map(list, zip(*c))) for c in _chunks(rest, size)],
+                                     workers)
     else:
-        yield from _probe_in_processes(chunks[1:], workers)
+        yield from _probe_in_processes([tuple(map(list, zip(*c))) for c in _chunks(rest, size)],
+                                       workers)
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """Finds the BLAS libraries once (7 ms each time `threadpool_limits` looks for them)."""
+    return ThreadpoolController()
 
 
 def _probe_here(chunk: tuple[list, list]) -> list[ProbeResult]:
     """One chunk read by this thread, numpy's BLAS on one thread meanwhile (as in the workers:
     then a matrix product resizes big images faster than Pillow)."""
-    with threadpool_limits(1, user_api="blas"):
+    with _blas().limit(limits=1, user_api="blas"):
         return probe_files(*chunk, numpy_resize=True)
 
 
@@ -128,7 +151,7 @@ def _look_big(paths: list) -> bool:
 
 
 def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=True), chunks)
 
 
