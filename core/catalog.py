@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 SCHEMA_VERSION = 1
 _FILE_LOG = logging.getLogger("sieve.files")  # image paths refused as outside their root
@@ -492,19 +493,37 @@ IMAGE_COLUMNS = ["image_id", "dataset_id", "path", "path_bytes", "split", "bytes
                  "ingested_at"]
 
 
-def insert_images(con, frame: pd.DataFrame) -> None:
-    """Insert new image rows; `frame` has IMAGE_COLUMNS."""
+IMAGE_SCHEMA = pa.schema([
+    ("image_id", pa.int64()), ("dataset_id", pa.int64()), ("path", pa.string()),
+    ("path_bytes", pa.binary()), ("split", pa.string()), ("bytes", pa.int64()),
+    ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+    ("format", pa.string()), ("mode", pa.string()), ("phash", pa.uint64()),
+    ("dhash", pa.uint64()), ("status", pa.string()), ("error", pa.string()),
+    ("ingested_at", pa.timestamp("us"))])
+FILE_EVENT_SCHEMA = pa.schema([
+    ("image_id", pa.int64()), ("event", pa.string()), ("old_sha256", pa.string()),
+    ("new_sha256", pa.string()), ("job_id", pa.int64()), ("recorded_at", pa.timestamp("us"))])
+
+
+def _columns(frame, names: list[str]):
+    """Those columns of a pandas frame or an Arrow table, in that order."""
+    return frame.select(names) if isinstance(frame, pa.Table) else frame[names]
+
+
+def insert_images(con, frame) -> None:
+    """Insert new image rows; `frame` (pandas or Arrow, as IMAGE_SCHEMA) has IMAGE_COLUMNS."""
     if len(frame):
-        con.register("new_images", frame[IMAGE_COLUMNS])
+        con.register("new_images", _columns(frame, IMAGE_COLUMNS))
         con.execute(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) "
                     f"SELECT {', '.join(IMAGE_COLUMNS)} FROM new_images")
         con.unregister("new_images")
 
 
-def update_changed_images(con, frame: pd.DataFrame) -> None:
-    """Replace the facts of files whose bytes changed (matched on image_id)."""
+def update_changed_images(con, frame) -> None:
+    """Replace the facts of files whose bytes changed (matched on image_id); `frame` as for
+    `insert_images`."""
     if len(frame):
-        con.register("changed", frame[IMAGE_COLUMNS])
+        con.register("changed", _columns(frame, IMAGE_COLUMNS))
         con.execute("""
             UPDATE images SET bytes = c.bytes, sha256 = c.sha256, width = c.width,
                 height = c.height, format = c.format, mode = c.mode, phash = c.phash,
@@ -513,8 +532,9 @@ def update_changed_images(con, frame: pd.DataFrame) -> None:
         con.unregister("changed")
 
 
-def insert_file_events(con, frame: pd.DataFrame) -> None:
-    """`frame` columns: image_id, event, old_sha256, new_sha256, job_id, recorded_at."""
+def insert_file_events(con, frame) -> None:
+    """`frame` (pandas or Arrow, as FILE_EVENT_SCHEMA) columns: image_id, event, old_sha256,
+    new_sha256, job_id, recorded_at."""
     if len(frame):
         con.register("fe", frame)
         con.execute("INSERT INTO file_events SELECT image_id, event, old_sha256, new_sha256, "
