@@ -35,6 +35,7 @@ POOL_WORTH_S = 0.6  # less work than this is done here: starting workers takes a
 THREADS_FROM_S = 0.0015  # per file: images this slow to read are big, read by threads here
 THREAD_CHUNK_S = 0.05  # reading time of a thread's chunk: short, so that threads end together
 SAMPLE_S = 0.02  # reading time of the sample that decides between here, threads and processes
+IN_FLIGHT = 4  # chunks given to each reader process ahead of the results taken
 BIG_FILE = 16 << 10  # bytes: files this big are seldom small images (a hint for booting workers)
 
 
@@ -157,17 +158,34 @@ def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]
 
 
 def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
+    """Chunks read by `workers` processes, given out IN_FLIGHT per worker at a time, results
+    in order. Until the pool first answers (its server may still be importing numpy and Pillow,
+    about 0.3 s), this thread reads the chunks after those given out instead of waiting."""
+    ready: dict[int, list[ProbeResult]] = {}  # chunk index → results read here
     done = 0
     try:
         with ProcessPoolExecutor(workers, mp_context=workerpool.context()) as pool:
-            for batch in pool.map(probe_batch, *zip(*chunks)):  # columns: cheap to send back
+            futures, given, answered = {}, 0, False
+            for index in range(len(chunks)):
+                while given < len(chunks) and len(futures) < IN_FLIGHT * workers:
+                    futures[given] = pool.submit(probe_batch, *chunks[given])  # columns: cheap
+                    given += 1                                                  # to send back
+                while (index not in ready and not answered and given < len(chunks)
+                       and not futures[index].done()):
+                    ready[given] = _probe_here(chunks[given])
+                    given += 1
+                    answered = any(future.done() for future in futures.values())
+                if index in ready:
+                    batch = ready.pop(index)
+                else:
+                    batch, answered = futures.pop(index).result().results(), True
                 done += 1
-                yield batch.results()
+                yield batch
     except BrokenProcessPool as err:  # a worker was killed (memory, signal): finish here
         warnings.warn(f"a reader process stopped ({err}); reading the remaining "
                       f"{len(chunks) - done} chunks in this process", RuntimeWarning, stacklevel=2)
-        for chunk_paths, chunk_sha in chunks[done:]:
-            yield probe_files(chunk_paths, chunk_sha)
+        for index in range(done, len(chunks)):
+            yield ready.pop(index) if index in ready else probe_files(*chunks[index])
 
 
 def _image_rows(results: list[ProbeResult], relpaths: list[str], ids: list[int], *,
