@@ -20,10 +20,6 @@ if dataset is None:
 user = st.session_state.get("user") or None
 
 
-def _running(key: str) -> bool:
-    return any(jobs.is_running(j) for j in st.session_state.get(key, []))
-
-
 DETECT = "detect boxes"
 
 
@@ -114,26 +110,17 @@ else:
             cursor, dataset, r, job_id=job_id, created_by=user, progress=progress))
 
 
-@st.fragment(run_every=1.0 if _running("al_jobs") else None)
-def training_panel() -> None:
-    mine = st.session_state.get("al_jobs", [])
-    if not mine:
-        return
+def training_curve_ui(job_ids: list[int]) -> None:
     cursor = ui.get_cursor()
-    ui.job_progress_ui(cursor, mine[-1:])
     runs = catalog.model_run_table(cursor, dataset.dataset_id)
-    run = runs[runs["job_id"] == mine[-1]]
+    run = runs[runs["job_id"] == job_ids[-1]]
     if len(run):
         epochs = catalog.run_epochs(cursor, int(run["run_id"].iloc[0]))
         if len(epochs):
             st.line_chart(epochs.set_index("epoch")[["loss", "accuracy"]], height=220)
-    if st.session_state.get("al_was_running") and not _running("al_jobs"):
-        st.session_state["al_was_running"] = False
-        st.rerun(scope="app")  # training ended: show the new run below
-    st.session_state["al_was_running"] = _running("al_jobs")
 
 
-training_panel()
+ui.job_panel("al_jobs", last=1, more=training_curve_ui, refresh_page=True)  # the new run below
 
 
 def timing_ui(metrics: dict, left, right) -> None:
@@ -283,14 +270,8 @@ if st.button("Find suspect labels", key="sus_start"):
         jobs.start_job(ui.get_connection(), "label-issues", {"dataset": dataset.name}, find))
 
 
-@st.fragment(run_every=1.0 if _running("sus_jobs") else None)
-def suspects_panel() -> None:
-    mine = st.session_state.get("sus_jobs", [])
-    if not mine:
-        return
-    cursor = ui.get_cursor()
-    ui.job_progress_ui(cursor, mine[-1:])
-    job = catalog.job_row(cursor, mine[-1])
+def suspects_result_ui(job_ids: list[int]) -> None:
+    job = catalog.job_row(ui.get_cursor(), job_ids[-1])
     if job["status"] == "done":
         result = json.loads(job["result"])
         issues = pd.DataFrame(result["issues"])
@@ -300,4 +281,4 @@ def suspects_panel() -> None:
                            key="sus_csv")
 
 
-suspects_panel()
+ui.job_panel("sus_jobs", last=1, more=suspects_result_ui)

@@ -14,17 +14,6 @@ GRID_MAX = 60  # thumbnails drawn of one group
 QUEUE_MAX = 20_000  # images a duplicates review queue holds at most
 
 
-def _running() -> bool:
-    return any(jobs.is_running(j) for j in st.session_state.get("dup_jobs", []))
-
-
-@st.fragment(run_every=1.0 if _running() else None)
-def embedding_jobs_panel() -> None:
-    mine = st.session_state.get("dup_jobs", [])
-    if mine:
-        ui.job_progress_ui(ui.get_cursor(), mine[-1:])
-
-
 def threshold_ui(column, method: str) -> float:
     """The method's distance slider (Hamming bits, or 1 - cosine similarity)."""
     if method == "embedding":
@@ -44,11 +33,11 @@ def embeddings_missing_ui() -> None:
     def work(cursor, progress, job_id) -> dict:
         return {"images": len(embeddings.dataset_embeddings(cursor, dataset, progress=progress).image_ids)}
 
-    if st.button("Compute embeddings", key="dup_embed", disabled=_running()):
+    if st.button("Compute embeddings", key="dup_embed", disabled=ui.jobs_running("dup_jobs")):
         job = jobs.start_job(ui.get_connection(), "embeddings", {"dataset": dataset.name}, work)
         st.session_state["dup_jobs"] = st.session_state.get("dup_jobs", []) + [job]
         st.rerun()
-    embedding_jobs_panel()
+    ui.job_panel("dup_jobs", last=1)
     st.stop()
 
 

@@ -16,17 +16,6 @@ if dataset is None:
 user = st.session_state.get("user") or None
 
 
-def _running() -> bool:
-    return any(jobs.is_running(j) for j in st.session_state.get("export_jobs", []))
-
-
-@st.fragment(run_every=1.0 if _running() else None)
-def export_jobs_panel() -> None:
-    mine = st.session_state.get("export_jobs", [])
-    if mine:
-        ui.job_progress_ui(ui.get_cursor(), mine[-3:])
-
-
 classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
 
 st.subheader("Snapshots")
@@ -137,7 +126,7 @@ if request:
               "format": request["options"].format}
     st.session_state.setdefault("export_jobs", []).append(
         jobs.start_job(ui.get_connection(), "export", params, work))
-export_jobs_panel()
+ui.job_panel("export_jobs")
 
 st.subheader("Augmentation preview")
 a1, a2, a3, a4, a5 = st.columns(5)

@@ -9,21 +9,6 @@ dataset = ui.current_dataset(con)
 st.title("Overview")
 
 
-def _running() -> bool:
-    return any(jobs.is_running(j) for j in st.session_state.get("my_jobs", []))
-
-
-@st.fragment(run_every=1.0 if _running() else None)
-def jobs_panel() -> None:
-    mine = st.session_state.get("my_jobs", [])
-    if mine:
-        ui.job_progress_ui(ui.get_cursor(), mine[-3:])
-    if st.session_state.get("jobs_were_running") and not _running():
-        st.session_state["jobs_were_running"] = False
-        st.rerun(scope="app")  # a job just finished: refresh the counts below
-    st.session_state["jobs_were_running"] = _running()
-
-
 def ingest_form_ui() -> dict | None:
     """The ingest form; returns its fields when submitted."""
     with st.expander("Ingest a folder", expanded=dataset is None), st.form("ingest"):
@@ -58,7 +43,7 @@ if request:
 
     job_id = jobs.start_job(ui.get_connection(), "ingest", request, work)
     st.session_state.setdefault("my_jobs", []).append(job_id)
-jobs_panel()
+ui.job_panel("my_jobs", refresh_page=True)  # the counts below change
 
 if dataset is None:
     st.info("The catalog has no dataset yet: ingest a folder above.")

@@ -296,6 +296,35 @@ def image_grid_ui(root: str, frame, *, size: int = THUMB_PX) -> None:
     st.html(GRID_CSS + f'<div class="sieve-grid">{cells}</div>')
 
 
+def jobs_running(key: str) -> bool:
+    """Whether a job that this session started and keeps under st.session_state[key] runs."""
+    return any(jobs.is_running(j) for j in st.session_state.get(key, []))
+
+
+def job_panel(key: str, *, last: int = 3, more=None, refresh_page: bool = False) -> None:
+    """Progress of the last `last` jobs kept under st.session_state[key], in a fragment that
+    redraws every second while one runs; `more(job_ids)` draws what else belongs there (a loss
+    curve, the results). With `refresh_page`, the whole page reruns once when they have ended,
+    so that what they changed shows."""
+    running = jobs_running(key)
+
+    @st.fragment(run_every=1.0 if running else None)
+    def panel() -> None:
+        mine = st.session_state.get(key, [])
+        if mine:
+            job_progress_ui(get_cursor(), mine[-last:])
+            if more is not None:
+                more(mine)
+        if refresh_page:
+            flag, now = key + "_were_running", jobs_running(key)
+            if st.session_state.get(flag) and not now:
+                st.session_state[flag] = False
+                st.rerun(scope="app")
+            st.session_state[flag] = now
+
+    panel()
+
+
 def job_progress_ui(con, job_ids: list[int]) -> None:
     """Progress bars of these jobs; drawn inside a fragment that re-runs every second."""
     for job_id in job_ids:
