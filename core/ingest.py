@@ -12,7 +12,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -158,29 +158,32 @@ def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]
 
 
 def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
-    """Chunks read by `workers` processes, given out IN_FLIGHT per worker at a time, results
-    in order. Until the pool first answers (its server may still be importing numpy and Pillow,
-    about 0.3 s), this thread reads the chunks after those given out instead of waiting."""
+    """Chunks read by `workers` processes, given out IN_FLIGHT per worker at a time, results in
+    order. The first chunks are given out by a helper thread: a pool's first `submit` starts its
+    processes and waits until their server can fork them (it may still be importing numpy and
+    Pillow, about 0.3 s). Meanwhile this thread reads the chunks after those."""
     ready: dict[int, list[ProbeResult]] = {}  # chunk index → results read here
     done = 0
     try:
         with ProcessPoolExecutor(workers, mp_context=workerpool.context()) as pool:
-            futures, given, answered = {}, 0, False
-            for index in range(len(chunks)):
-                while given < len(chunks) and len(futures) < IN_FLIGHT * workers:
-                    futures[given] = pool.submit(probe_batch, *chunks[given])  # columns: cheap
-                    given += 1                                                  # to send back
-                while (index not in ready and not answered and given < len(chunks)
-                       and not futures[index].done()):
+            first = range(min(len(chunks), IN_FLIGHT * workers))
+            given = len(first)
+            with ThreadPoolExecutor(1) as helper:
+                starting = helper.submit(  # columns: cheap to send back
+                    lambda: {k: pool.submit(probe_batch, *chunks[k]) for k in first})
+                while not starting.done() and given < len(chunks):
                     ready[given] = _probe_here(chunks[given])
                     given += 1
-                    answered = any(future.done() for future in futures.values())
+                futures: dict[int, Future] = starting.result()
+            for index in range(len(chunks)):
+                while given < len(chunks) and len(futures) < IN_FLIGHT * workers:
+                    futures[given] = pool.submit(probe_batch, *chunks[given])
+                    given += 1
                 if index in ready:
-                    batch = ready.pop(index)
+                    yield ready.pop(index)
                 else:
-                    batch, answered = futures.pop(index).result().results(), True
+                    yield futures.pop(index).result().results()
                 done += 1
-                yield batch
     except BrokenProcessPool as err:  # a worker was killed (memory, signal): finish here
         warnings.warn(f"a reader process stopped ({err}); reading the remaining "
                       f"{len(chunks) - done} chunks in this process", RuntimeWarning, stacklevel=2)

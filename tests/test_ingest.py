@@ -321,6 +321,25 @@ def test_reader_processes_start_without_the_catalog():
             workerpool.PRELOAD
 
 
+def test_probe_all_finishes_here_when_a_reader_process_dies(tmp_path, monkeypatch):
+    from core import ingest as ingest_module
+    from core.imageprobe import probe_files
+    from tests import loaded_modules
+
+    good = [str(p) for p in write_good_images(tmp_path / "good").values()]
+    paths = (good * 64)[:64]  # chunks of 8: 8 read here to time them, 7 given to the pool
+    dying = tmp_path / "die_here.png"
+    shutil.copy(paths[20], dying)
+    paths[20] = str(dying)
+    monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 1e9)  # processes
+    monkeypatch.setattr(ingest_module, "probe_batch", loaded_modules.probe_or_die)
+    with pytest.warns(RuntimeWarning, match="a reader process stopped"):
+        read = [r for batch in ingest_module.probe_all(paths, [None] * len(paths), workers=2)
+                for r in batch]
+    assert read == probe_files(paths, [None] * len(paths))
+
+
 @pytest.mark.parametrize("readers", ["processes", "threads"])
 def test_probe_all_workers_give_what_this_process_gives(tmp_path, monkeypatch, readers):
     from core import ingest as ingest_module
