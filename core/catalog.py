@@ -559,50 +559,57 @@ def image_paths(con, dataset_id: int) -> pd.DataFrame:
                        "WHERE dataset_id = ?", [dataset_id]).df()
 
 
+# an image of the class: its resolved class, or one of its resolved boxes or polygons ({id}: the
+# image id column); values: dataset_id, class_id, dataset_id, class_id
+_HAS_CLASS = """({id} IN (SELECT image_id FROM resolved_class WHERE dataset_id = ? AND class_id = ?)
+    OR {id} IN (SELECT image_id FROM resolved_objects WHERE dataset_id = ? AND class_id = ?))"""
+
+
+def _page_filter(dataset_id: int, split, class_id, status) -> tuple[str, list]:
+    """WHERE clause (on images) and its values for `image_page` and `count_images`: the
+    class filter takes an image whose resolved class, or one of whose resolved boxes or
+    polygons, is of the class (as the Fix page's queue does)."""
+    where = "dataset_id = ? AND (? IS NULL OR split = ?) AND (? IS NULL OR status = ?)"
+    values = [dataset_id, split, split, status, status]
+    if class_id is None:
+        return where, values
+    return (f"{where} AND {_HAS_CLASS.format(id='image_id')}",
+            values + [dataset_id, class_id, dataset_id, class_id])
+
+
 def image_page(con, dataset_id: int, *, offset: int, limit: int, split: str | None = None,
                class_id: int | None = None, status: str | None = None) -> pd.DataFrame:
     """One page of images in path order. Columns: image_id, path, split, width, height,
-    status, error, path_bytes, class (resolved class name or NULL)."""
-    if class_id is not None:
-        return con.execute("""
-            SELECT i.image_id, i.path, i.split, i.width, i.height, i.status, i.error,
-                   i.path_bytes, c.name AS class
-            FROM images i
-            JOIN resolved_class r USING (dataset_id, image_id)
-            LEFT JOIN classes c ON c.dataset_id = i.dataset_id AND c.class_id = r.class_id
-            WHERE i.dataset_id = ? AND (? IS NULL OR i.split = ?) AND r.class_id = ?
-              AND (? IS NULL OR i.status = ?)
-            ORDER BY i.image_id LIMIT ? OFFSET ?""",
-            [dataset_id, split, split, class_id, status, status, limit, offset]).df()
-    # the page first, then the classes of its images only (not a whole-dataset resolution)
-    return con.execute("""
+    status, error, path_bytes, class (resolved class name or NULL), objects (its resolved boxes
+    and polygons per class, e.g. 'RBC 12, WBC 1', or NULL). The page is chosen first, then the
+    labels of its images only (not a whole-dataset resolution)."""
+    where, values = _page_filter(dataset_id, split, class_id, status)
+    return con.execute(f"""
         WITH page AS (
             SELECT image_id, dataset_id, path, split, width, height, status, error, path_bytes
-            FROM images WHERE dataset_id = ? AND (? IS NULL OR split = ?)
-              AND (? IS NULL OR status = ?)
-            ORDER BY image_id LIMIT ? OFFSET ?)
+            FROM images WHERE {where}
+            ORDER BY image_id LIMIT ? OFFSET ?),
+        counted AS (
+            SELECT o.image_id, c.name, count(*) AS n FROM resolved_objects o
+            JOIN classes c ON c.dataset_id = o.dataset_id AND c.class_id = o.class_id
+            WHERE o.dataset_id = ? AND o.image_id IN (SELECT image_id FROM page) GROUP BY ALL)
         SELECT p.image_id, p.path, p.split, p.width, p.height, p.status, p.error, p.path_bytes,
-               c.name AS class
+               c.name AS class, obj.objects
         FROM page p
         LEFT JOIN (SELECT image_id, class_id FROM resolved_class
-                   WHERE image_id IN (SELECT image_id FROM page)) r USING (image_id)
+                   WHERE dataset_id = ? AND image_id IN (SELECT image_id FROM page)) r
+          USING (image_id)
         LEFT JOIN classes c ON c.dataset_id = p.dataset_id AND c.class_id = r.class_id
-        ORDER BY p.image_id""",
-        [dataset_id, split, split, status, status, limit, offset]).df()
+        LEFT JOIN (SELECT image_id, string_agg(name || ' ' || n, ', ' ORDER BY n DESC, name)
+                   AS objects FROM counted GROUP BY image_id) obj USING (image_id)
+        ORDER BY p.image_id""", values + [limit, offset, dataset_id, dataset_id]).df()
 
 
 def count_images(con, dataset_id: int, *, split: str | None = None, class_id: int | None = None,
                  status: str | None = None) -> int:
     """How many images `image_page` pages through with the same filters."""
-    if class_id is None:
-        return _one(con.execute("""SELECT count(*) FROM images WHERE dataset_id = ?
-            AND (? IS NULL OR split = ?) AND (? IS NULL OR status = ?)""",
-            [dataset_id, split, split, status, status]))[0]
-    return _one(con.execute("""SELECT count(*) FROM images i
-        JOIN resolved_class r USING (dataset_id, image_id)
-        WHERE i.dataset_id = ? AND (? IS NULL OR i.split = ?) AND r.class_id = ?
-          AND (? IS NULL OR i.status = ?)""",
-        [dataset_id, split, split, class_id, status, status]))[0]
+    where, values = _page_filter(dataset_id, split, class_id, status)
+    return _one(con.execute(f"SELECT count(*) FROM images WHERE {where}", values))[0]
 
 
 def image_file(con, image_id: int) -> tuple[str, str, bytes | None]:
@@ -1156,9 +1163,7 @@ def claim_image(con, image_id: int, event_id: int, annotator_id: int) -> None:
 
 _QUEUE_FILTERS = {  # fixed SQL fragments of the "all images" queue; values are bound with ?
     "split": "s.split = ?",
-    "class_id": """(s.image_id IN (SELECT image_id FROM resolved_class WHERE dataset_id = ?
-                    AND class_id = ?) OR s.image_id IN (SELECT image_id FROM resolved_objects
-                    WHERE dataset_id = ? AND class_id = ?))""",
+    "class_id": _HAS_CLASS.format(id="s.image_id"),
     "annotator": """s.image_id IN (SELECT l.image_id FROM current_labels l JOIN annotators a
                     USING (annotator_id) WHERE l.dataset_id = ? AND a.name = ?)""",
     "source": "s.image_id IN (SELECT image_id FROM current_labels WHERE dataset_id = ? AND source = ?)",

@@ -38,10 +38,11 @@ def polygon_shape(points, *, label: str | None, ref: int | None = None) -> Shape
                  round(max(ys) - min(ys), DIGITS), points, ref)
 
 
-def display_scale(width: int, height: int, *, fit: tuple[int, int] = (640, 560),
+def display_scale(width: int, height: int, *, fit: tuple[int, int] = (600, 560),
                   zoom: float = 1.0) -> float:
     """Canvas pixels per image pixel: the image fitted into `fit` (width, height), times `zoom`.
-    Images smaller than `fit` grow by a whole factor, so each pixel stays a crisp square."""
+    Images smaller than `fit` grow by a whole factor, so each pixel stays a crisp square. The
+    default width fits the Fix page's canvas column in a 1,400-pixel-wide window."""
     base = min(fit[0] / width, fit[1] / height)
     if base >= 1:
         base = math.floor(base)

@@ -20,6 +20,7 @@ REPORT_EVERY_S = 0.25  # progress rows are written at most this often
 
 _cancel_requests: set[int] = set()
 _threads: dict[int, threading.Thread] = {}
+_kinds: dict[int, str] = {}
 
 
 class JobCancelled(Exception):
@@ -85,7 +86,7 @@ def start_job(con, kind: str, params: dict, work: Work) -> int:
             cursor.close()
 
     thread = threading.Thread(target=target, name=f"sieve-job-{job_id}", daemon=True)
-    _threads[job_id] = thread
+    _threads[job_id], _kinds[job_id] = thread, kind
     thread.start()
     return job_id
 
@@ -98,6 +99,12 @@ def cancel_job(job_id: int) -> None:
 def is_running(job_id: int) -> bool:
     thread = _threads.get(job_id)
     return thread is not None and thread.is_alive()
+
+
+def running(kind: str | None = None) -> list[int]:
+    """Ids of this process's background jobs (of `kind`, when given) that still run."""
+    return [job_id for job_id, thread in list(_threads.items())
+            if thread.is_alive() and kind in (None, _kinds.get(job_id))]
 
 
 def wait(job_id: int, timeout: float | None = None) -> None:

@@ -172,7 +172,7 @@ def on_reload() -> None:
 
 def on_open_linked(name: str) -> None:
     """Switch the sidebar to the dataset of the ?queue= link and open that queue."""
-    st.session_state["dataset"] = name
+    st.session_state["dataset"], st.session_state["fix_link_offer"] = name, None
     for key in ("fix_queue", "fix_nav", "fix_state"):
         st.session_state.pop(key, None)
 
@@ -213,21 +213,24 @@ def queue_ui(facts: dict) -> queues.QueueSpec:
 
 
 def linked_elsewhere_ui(con, dataset) -> bool:
-    """On arrival with a ?queue= link into another dataset, offer to open it (the sidebar owns
-    the dataset picker); True while the offer shows, so the link is not overwritten."""
-    if st.session_state.get("fix_arrived"):
+    """On arrival with a ?queue= link into another dataset than the session's (a new session
+    follows the link: `ui.sidebar_ui`), offer to open it until the user opens it or stays;
+    True while the offer shows, so the link is not overwritten."""
+    if "fix_link_offer" not in st.session_state:  # first visit of the page in this session
+        name = ui.linked_dataset(con, catalog.list_dataset_names(con))
+        st.session_state["fix_link_offer"] = (
+            {"name": name, "queue": st.query_params.get("queue")}
+            if name and name != dataset.name else None)
+    offer = st.session_state["fix_link_offer"]
+    if not offer or offer["name"] == dataset.name or st.query_params.get("queue") != offer["queue"]:
+        st.session_state["fix_link_offer"] = None
         return False
-    st.session_state["fix_arrived"] = True
-    try:
-        linked = queues.parse_queue_key(st.query_params.get("queue", ""))
-    except ValueError:
-        return False
-    name = next((n for n in catalog.list_dataset_names(con)
-                 if catalog.find_dataset(con, n).dataset_id == linked.dataset_id), None)
-    if linked.dataset_id == dataset.dataset_id or name is None:
-        return False
-    st.info(f"The link you followed is a queue of dataset {name}.")
-    st.button(f"Open it in {name}", key="fix_open_linked", on_click=on_open_linked, args=(name,))
+    st.info(f"The link you followed is a queue of dataset {offer['name']}.")
+    choice = st.container(horizontal=True)
+    choice.button(f"Open it in {offer['name']}", key="fix_open_linked", on_click=on_open_linked,
+                  args=(offer["name"],))
+    choice.button(f"Stay in {dataset.name}", key="fix_stay",
+                  on_click=lambda: st.session_state.update(fix_link_offer=None))
     return True
 
 

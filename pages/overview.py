@@ -3,6 +3,7 @@ import streamlit as st
 
 import ui
 from core import catalog, ingest, jobs, rayengine
+from core.formats import READERS
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)
@@ -15,9 +16,14 @@ def ingest_form_ui() -> dict | None:
         left, right = st.columns(2)
         source = left.text_input("Folder on the server", placeholder="/data/my-images",
                                  key="ingest_source")
-        fmt = right.selectbox("Format", ["auto", "imagefolder", "csv", "coco", "voc", "yolo"])
-        labels = left.text_input("Annotation file or folder (csv, coco, voc)", "")
-        name = right.text_input("Dataset", dataset.name if dataset else "")
+        fmt = right.selectbox("Format", ["auto", *READERS],
+                              help="auto: from the annotation file's type and the folder's layout")
+        labels = left.text_input("Annotation file or folder (csv, coco, voc, labelstudio, cvat)",
+                                 "")
+        name = right.text_input(
+            "Dataset", "", placeholder="the folder's name",
+            help="A new dataset's name, or an existing dataset's to add the images to it"
+                 + (f" (this page shows {dataset.name})" if dataset else ""))
         split = left.text_input("Split for new images (optional)", "")
         annotator = right.text_input("Annotator (optional)", "")
         cluster = rayengine.configured_address()
@@ -33,6 +39,12 @@ def ingest_form_ui() -> dict | None:
 
 
 request = ingest_form_ui()
+busy = jobs.running("ingest")
+if request and busy:  # one at a time (a second click submits the form again): both would
+    # write the same rows, and the second would fail on them
+    st.warning(f"Ingest job {busy[0]} is still running: wait until it has finished, then "
+               "start the next one.")
+    request = None
 if request:
     def work(cursor, progress, job_id, request=request, user=st.session_state.get("user")):
         return ingest.ingest(cursor, request["source"], fmt=request["fmt"], labels=request["labels"],

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core import catalog
+from core.drawing import display_scale
 from core.ingest import ingest
 from tests.browser import chromium_page, running_app, wait_for_app
 
@@ -56,6 +57,9 @@ def drag(page, start: tuple, end: tuple) -> None:
     settle(page)
 
 
+SCALE = display_scale(640, 480)  # canvas pixels per BCCD image pixel (fitted to the column)
+
+
 def canvas_origin(page) -> tuple[float, float]:
     box = page.locator("canvas.upper-canvas").bounding_box()
     return box["x"], box["y"]
@@ -85,7 +89,7 @@ def test_fix_page_draw_move_undo_polygon_in_chromium(bccd_db):
         settle(page)
         page.locator("[class*='st-key-fix_class_'] button", has_text="WBC").click()
         settle(page)
-        x, y = canvas_origin(page)                       # BCCD's 640x480 at 1 canvas px / px
+        x, y = canvas_origin(page)                       # BCCD's 640x480 at SCALE canvas px / px
         drag(page, (x + 30, y + 30), (x + 130, y + 105))
         press(page, "fix_save", then="1 added.")         # after copying the given boxes
 
@@ -126,11 +130,13 @@ def test_fix_page_draw_move_undo_polygon_in_chromium(bccd_db):
     con.close()
     added, moved, undone, polygon = rows
     assert added[2:5] == ("box", "set", "WBC") and (added[10], added[12]) == ("edit", "save")
-    assert added[5:9] == pytest.approx((30, 30, 100, 75), abs=1.2)
+    assert added[5:9] == pytest.approx([v / SCALE for v in (30, 30, 100, 75)], abs=1.2)
     assert (moved[1], moved[11], moved[12]) == (added[1], added[0], "save")  # same object
-    assert (moved[5] - added[5], moved[6] - added[6]) == pytest.approx((60, 30), abs=1.2)
+    assert (moved[5] - added[5], moved[6] - added[6]) == pytest.approx((60 / SCALE, 30 / SCALE),
+                                                                       abs=1.2)
     assert (undone[1], undone[11], undone[12]) == (added[1], moved[0], "undo")
     assert undone[5:9] == pytest.approx(added[5:9])
     assert polygon[2:5] == ("polygon", "set", "WBC")
     points = [v for point in json.loads(polygon[9]) for v in point]  # where it was clicked
-    assert points == pytest.approx([300, 300, 390, 310, 370, 390, 310, 380], abs=1.2)
+    assert points == pytest.approx([v / SCALE for v in (300, 300, 390, 310, 370, 390, 310, 380)],
+                                   abs=1.2)

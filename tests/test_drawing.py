@@ -26,9 +26,10 @@ DRAWN_POLYGON = {"type": "Polygon", "left": 340, "top": 79.2188, "width": 80, "h
 @pytest.mark.parametrize("size, zoom, expected", [
     ((32, 32), 1, 17),          # CIFAR: enlarged by a whole factor, pixels stay squares
     ((32, 32), 2, 34),
-    ((640, 480), 1, 1),         # BCCD: shown as it is
-    ((800, 600), 1, 0.8),       # fitted into 640 x 560
-    ((4000, 3000), 1, 0.16)])
+    ((640, 480), 1, 0.9375),    # BCCD: fitted into 600 x 560
+    ((640, 480), 2, 1.875),     # zoomed in: the canvas column scrolls
+    ((300, 500), 1, 1),         # fits: shown as it is
+    ((4000, 3000), 1, 0.15)])
 def test_display_scale_fits_and_zooms(size, zoom, expected):
     assert display_scale(*size, zoom=zoom) == pytest.approx(expected)
 

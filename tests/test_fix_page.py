@@ -194,13 +194,42 @@ def test_fix_page_link_into_another_dataset_offers_to_open_it(db):
     at.session_state["dataset"], at.session_state["user"] = "cells", "alice"
     at.run()
     assert texts(at.info) == ["The link you followed is a queue of dataset pets."]
+    at.run()  # any rerun (the canvas sends its first value) keeps the offer and the link
+    assert texts(at.info) == ["The link you followed is a queue of dataset pets."]
     assert at.query_params["queue"] == "2/all"  # kept while the offer shows
     click(at, "fix_open_linked")
     assert place(at) == "**2 of 3**" and at.query_params["image"] == "5"
     assert at.session_state["dataset"] == "pets"
 
 
+def test_fix_page_link_offer_can_be_declined(db):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["dataset"], at.session_state["user"] = "cells", "alice"
+    at.run()
+    at.switch_page("pages/fix.py")
+    at.query_params["queue"], at.query_params["image"] = "2/all", "5"
+    at.run()
+    click(at, "fix_stay")
+    assert not texts(at.info) and at.session_state["dataset"] == "cells"
+    assert at.query_params["queue"] == "1/all"  # the page's own queue from now on
+
+
+def test_fix_page_new_session_follows_the_link_into_its_dataset(db):
+    """A link opened in a new tab, or the page reloaded, lands on the linked image of the
+    linked dataset instead of the first dataset."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["user"] = "alice"
+    at.query_params["queue"], at.query_params["image"] = "2/all", "5"
+    at.run()  # (AppTest opens the default page first)
+    at.switch_page("pages/fix.py")
+    at.run()
+    assert not at.exception and not texts(at.info)  # no offer: already in pets
+    assert place(at) == "**2 of 3**"
+    assert (at.query_params["queue"], at.query_params["image"]) == ("2/all", "5")
+
+
 def test_fix_page_filters_the_queue_by_class(db):
     at = open_fix()
     at.selectbox(key="fix_class_id").set_value(CLASSES["WBC"]).run()
     assert place(at) == "**1 of 1**" and at.query_params["queue"] == "1/all?class_id=1"
+

@@ -57,9 +57,16 @@ def test_detect_format_by_layout(tmp_path):
     assert detect_format(tmp_path, None) == "yolo"
 
 
-def test_detect_format_nothing_fits_raises(tmp_path):
+def test_detect_format_images_alone_are_an_unlabelled_imagefolder(tmp_path):
     write_png(tmp_path / "a.png", 4, 4)
-    with pytest.raises(FormatError, match="cannot tell the format"):
+    assert detect_format(tmp_path, None) == "imagefolder"
+    annotations = read_annotations(tmp_path, "imagefolder")
+    assert annotations.images == ["a.png"] and len(annotations.labels) == 0
+
+
+def test_detect_format_nothing_fits_raises(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here\n")
+    with pytest.raises(FormatError, match="cannot tell the format .* no image"):
         detect_format(tmp_path, None)
 
 

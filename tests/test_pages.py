@@ -114,6 +114,28 @@ def test_overview_ingest_runs_as_a_job(tmp_path):
     ingest_on_overview(at, _tiny_folder(tmp_path / "shapes"))
 
 
+def test_overview_refuses_a_second_ingest_while_one_runs(tmp_path):
+    """A second click on Start ingest (or another session's) while an ingest job runs gets a
+    warning instead of a second job that would write the same rows."""
+    import threading
+
+    at = _app(str(tmp_path / "fresh.duckdb"))
+    release = threading.Event()
+    con = catalog.open_catalog(tmp_path / "fresh.duckdb")  # the app's database, shared
+    running = jobs.start_job(con, "ingest", {}, lambda c, p, j: release.wait(60))
+    try:
+        at.text_input(key="ingest_source").set_value(str(_tiny_folder(tmp_path / "shapes")))
+        at.button[0].click()
+        at.run()
+        assert not at.exception
+        assert any(f"Ingest job {running} is still running" in w.value for w in at.warning)
+        assert "my_jobs" not in at.session_state
+    finally:
+        release.set()
+        jobs.wait(running, timeout=30)
+    assert ingest_on_overview(at, tmp_path / "shapes") > running  # once it has ended
+
+
 def test_duplicates_page_counts_cifar_pairs(demo_catalog):
     db, kind = demo_catalog
     if kind != "shared":

@@ -59,6 +59,23 @@ def test_queue_images_all_with_filters(con):
                                                                      image_id(con, "cat/1.png")]
 
 
+def test_overview_grid_filters_and_captions_boxes_like_the_queue(con):
+    """The Overview's grid (image_page, count_images) takes an image of a class by its resolved
+    class or its boxes, as the Fix page's queue does, and captions boxed images by their boxes."""
+    cells, pets = (catalog.find_dataset(con, n).dataset_id for n in ("cells", "pets"))
+    for dataset_id, class_id in ((cells, CLASSES["RBC"]), (cells, CLASSES["WBC"]), (pets, 0)):
+        page = catalog.image_page(con, dataset_id, offset=0, limit=10, class_id=class_id)
+        assert page["image_id"].tolist() == ids(con, queues.QueueSpec(dataset_id, class_id=class_id))
+        assert catalog.count_images(con, dataset_id, class_id=class_id) == len(page)
+    page = catalog.image_page(con, cells, offset=0, limit=10).set_index("path")
+    assert page["objects"].fillna("").to_dict() == {"a.png": "RBC 1, WBC 1", "b.png": "RBC 1",
+                                                   "c.png": ""}
+    assert page["class"].isna().all()
+    pet_page = catalog.image_page(con, pets, offset=0, limit=10)
+    assert pet_page["class"].tolist() == ["cat", "cat", "dog"]
+    assert pet_page["objects"].isna().all()
+
+
 def _model_label(con, path: str, score: float) -> None:
     annotator_id = catalog.get_or_create_annotators(con, ["net-v1"], kind="model")["net-v1"]
     row = {column: None for column in catalog.EVENT_COLUMNS}

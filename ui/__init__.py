@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core import catalog, jobs, users
+from core import catalog, jobs, queues, users
 from core.config import default_catalog_path
 
 _ACCESS_LOG = logging.getLogger("sieve.access")  # failed sign-ins
@@ -125,6 +125,7 @@ def demo_note(con) -> str | None:
 def sidebar_ui(con) -> tuple[catalog.Dataset | None, str]:
     """Draw the dataset picker and the user field; return (dataset or None, user name)."""
     names = catalog.list_dataset_names(con)
+    _first_dataset(con, names)
     with st.sidebar:
         note = demo_note(con)
         if note:
@@ -241,9 +242,27 @@ def _sign_out() -> None:
         st.session_state.pop(key, None)
 
 
+def linked_dataset(con, names: list[str]) -> str | None:
+    """The name of the dataset a Fix-page link (?queue=) in the URL points into, if any."""
+    try:
+        linked = queues.parse_queue_key(st.query_params.get("queue", ""))
+    except ValueError:
+        return None
+    return next((n for n in names if catalog.find_dataset(con, n).dataset_id == linked.dataset_id),
+                None)
+
+
+def _first_dataset(con, names: list[str]) -> None:
+    """A new session starts in the dataset of a followed (or reloaded) Fix-page link, else in
+    the first one."""
+    if "dataset" not in st.session_state and names:
+        st.session_state["dataset"] = linked_dataset(con, names) or names[0]
+
+
 def current_dataset(con) -> catalog.Dataset | None:
-    name = st.session_state.get("dataset")
     names = catalog.list_dataset_names(con)
+    _first_dataset(con, names)
+    name = st.session_state.get("dataset")
     if name not in names:
         name = names[0] if names else None
     return catalog.find_dataset(con, name) if name else None
@@ -270,7 +289,8 @@ def _cell(root: str, row: dict, size: int) -> str:
     png = _thumbnail_png(root, row["path"], bytes(raw) if isinstance(raw, bytes | bytearray)
                          else None, size)
     name = html.escape(Path(row["path"]).name)
-    label = html.escape(row["class"]) if isinstance(row.get("class"), str) else "unlabelled"
+    label = next((html.escape(row[k]) for k in ("class", "objects")
+                  if isinstance(row.get(k), str)), "unlabelled")
     if png is None:
         body = f'<div class="sieve-missing" style="width:{size}px;height:{size}px">unreadable</div>'
     else:
@@ -290,7 +310,8 @@ GRID_CSS = """<style>
 
 
 def image_grid_ui(root: str, frame, *, size: int = THUMB_PX) -> None:
-    """Draw `frame` (columns path, class; optional path_bytes) as a wrapping thumbnail grid;
+    """Draw `frame` (columns path, class; optional objects, path_bytes) as a wrapping thumbnail
+    grid, each image captioned with its class, else its boxes per class, else 'unlabelled';
     small images (CIFAR's 32x32) are enlarged without blur."""
     cells = "".join(_cell(root, row, size) for row in frame.to_dict("records"))
     st.html(GRID_CSS + f'<div class="sieve-grid">{cells}</div>')

@@ -101,6 +101,14 @@ def background_image(root: str, path: str, raw: bytes | None, *, scale: float,
     return buffer.getvalue()
 
 
+SCROLL_CSS = """<style>
+.st-key-sieve_canvas {overflow-x: auto;}
+.st-key-sieve_canvas .stElementContainer, .st-key-sieve_canvas .stBidiComponent,
+.st-key-sieve_canvas [data-testid="stBidiComponentIsolated"] {width: max-content !important;
+  max-width: none !important;}
+</style>"""
+
+
 def canvas_ui(background: bytes | None, drawing: dict, *, width: int, height: int, mode: str,
               class_name: str, colour: str, key: str) -> dict | None:
     """Draw the canvas: `background` behind, `drawing` (Fabric.js JSON, see
@@ -111,11 +119,13 @@ def canvas_ui(background: bytes | None, drawing: dict, *, width: int, height: in
     from streamlit_drawable_canvas import st_canvas  # a component: works only in a running app
 
     box = mode == "box"
-    result = st_canvas(
-        fill_color=colour + "26", stroke_width=2, stroke_color=colour,
-        background_image=background, background_color="#f0f0f0", update_streamlit=True,
-        width=width, height=height, drawing_mode="labeled_rect" if box else "polygon",
-        initial_drawing=drawing, label=class_name if box else "", font_size=13, key=key)
+    st.html(SCROLL_CSS)  # a zoomed canvas wider than its column scrolls instead of being cut
+    with st.container(key="sieve_canvas"):
+        result = st_canvas(
+            fill_color=colour + "26", stroke_width=2, stroke_color=colour,
+            background_image=background, background_color="#f0f0f0", update_streamlit=True,
+            width=width, height=height, drawing_mode="labeled_rect" if box else "polygon",
+            initial_drawing=drawing, label=class_name if box else "", font_size=13, key=key)
     return result.json_data
 
 

@@ -124,10 +124,12 @@ def detect_format(source: Path, labels: Path | None) -> str:
         return "yolo"
     if any(source.glob("*.xml")):
         return "voc"
-    if any(p.is_dir() and not p.name.startswith(".") for p in source.iterdir()):
-        return "imagefolder"
-    raise FormatError(f"cannot tell the format of {source}: give --format "
-                      "(imagefolder, csv, coco, voc, yolo, labelstudio or cvat)")
+    entries = [p for p in source.iterdir() if not p.name.startswith(".")]
+    if any(p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
+        return "imagefolder"  # class folders, or images alone: ingested unlabelled
+    raise FormatError(f"cannot tell the format of {source}: it holds no image and no class "
+                      "folder. Choose the format (imagefolder, csv, coco, voc, yolo, "
+                      "labelstudio or cvat) and the annotation file where it has one")
 
 
 def _first_character(path: Path) -> str:
