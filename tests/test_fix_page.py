@@ -185,7 +185,8 @@ def test_fix_page_walks_a_stored_queue_with_its_reasons(db):
     assert (at.query_params["queue"], at.query_params["image"]) == ("1/stored/1", str(c))
 
 
-def test_fix_page_link_into_another_dataset_offers_to_open_it(db):
+def follow_pets_link_from_cells() -> AppTest:
+    """A session on dataset cells that follows a link to image 5 of the pets queue."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["dataset"], at.session_state["user"] = "cells", "alice"
     at.run()
@@ -193,6 +194,11 @@ def test_fix_page_link_into_another_dataset_offers_to_open_it(db):
     at.query_params["queue"], at.query_params["image"] = "2/all", "5"
     at.session_state["dataset"], at.session_state["user"] = "cells", "alice"
     at.run()
+    return at
+
+
+def test_fix_page_link_into_another_dataset_offers_to_open_it(db):
+    at = follow_pets_link_from_cells()
     assert texts(at.info) == ["The link you followed is a queue of dataset pets."]
     at.run()  # any rerun (the canvas sends its first value) keeps the offer and the link
     assert texts(at.info) == ["The link you followed is a queue of dataset pets."]
@@ -203,12 +209,7 @@ def test_fix_page_link_into_another_dataset_offers_to_open_it(db):
 
 
 def test_fix_page_link_offer_can_be_declined(db):
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["dataset"], at.session_state["user"] = "cells", "alice"
-    at.run()
-    at.switch_page("pages/fix.py")
-    at.query_params["queue"], at.query_params["image"] = "2/all", "5"
-    at.run()
+    at = follow_pets_link_from_cells()
     click(at, "fix_stay")
     assert not texts(at.info) and at.session_state["dataset"] == "cells"
     assert at.query_params["queue"] == "1/all"  # the page's own queue from now on
