@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -45,6 +46,32 @@ def _print_problems(examples: list, counts: dict) -> None:
         print(f"  {item['action']:>8}  {item['file']}{where}: {item['reason']}")
 
 
+def _json_safe(value):
+    """`value` with NaN and infinities as null (JSON has neither; `json.dumps` would write
+    NaN and Infinity, which strict parsers refuse), numpy values as Python's, anything else
+    (dates, paths) as its text."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy value or array
+        value = value.tolist()
+        if isinstance(value, list):
+            return _json_safe(value)
+    if (isinstance(value, float) and not math.isfinite(value)) or type(value).__name__ in (
+            "NAType", "NaTType"):  # pandas' missing values
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # dates, paths and the like, as `default=str` wrote them
+
+
+def dumps(value, **options) -> str:
+    """JSON text of a command's report: strict JSON, whatever numbers the report holds."""
+    options.pop("default", None)  # everything is made serialisable above
+    return json.dumps(_json_safe(value), allow_nan=False, **options)
+
+
 def cmd_ingest(args) -> int:
     from core import ingest, jobs
 
@@ -65,7 +92,7 @@ def cmd_ingest(args) -> int:
         if bar:
             bar.close()
     if args.json:
-        print(json.dumps(asdict(summary), default=str, indent=2))
+        print(dumps(asdict(summary), default=str, indent=2))
     else:
         print(f"dataset {summary.dataset} ({summary.format}): {summary.files} files, "
               f"{summary.added} added, {summary.unchanged} unchanged, {summary.changed} changed, "
@@ -84,7 +111,7 @@ def cmd_demo(args) -> int:
     finally:
         if bar:
             bar.close()
-    print(json.dumps(built, indent=2) if args.json else built["message"])
+    print(dumps(built, indent=2) if args.json else built["message"])
     return 0
 
 
@@ -95,7 +122,9 @@ def cmd_stats(args) -> int:
     names = [args.dataset] if args.dataset else catalog.list_dataset_names(con)
     report = {name: stats.dataset_stats(con, catalog.find_dataset(con, name)) for name in names}
     if args.json:
-        print(json.dumps({"datasets": report}, indent=2, default=str))
+        print(dumps({"datasets": report}, indent=2, default=str))
+    elif not report:
+        print(f"{args.db}: no dataset yet (add one with `python -m core ingest`)")
     else:
         for name, item in report.items():
             print(stats.format_stats(name, item))
@@ -135,7 +164,7 @@ def cmd_agreement(args) -> int:
         report["objects"] = {"iou_threshold": objects.iou_threshold, "alpha": objects.alpha,
                              "pairs": objects.pairs.to_dict("records")}
     if args.json:
-        print(json.dumps(report, indent=2, default=float))
+        print(dumps(report, indent=2, default=float))
         return 0
     if result is not None:
         print(quality.format_quality(dataset.name, result))
@@ -168,7 +197,7 @@ def cmd_duplicates(args) -> int:
         if bar:
             bar.close()
     if args.json:
-        print(json.dumps(duplicates.report_json(report), indent=2, default=str))
+        print(dumps(duplicates.report_json(report), indent=2, default=str))
     else:
         print(duplicates.format_report(dataset.name, report))
     return 0
@@ -190,7 +219,7 @@ def cmd_snapshot(args) -> int:
         return 0
     point = snapshots.create_snapshot(con, dataset, args.name, author=args.author, note=args.note)
     if args.json:
-        print(json.dumps({"dataset": dataset.name, "name": args.name, **asdict(point)}, indent=2))
+        print(dumps({"dataset": dataset.name, "name": args.name, **asdict(point)}, indent=2))
     else:
         print(f"snapshot {args.name!r} of {dataset.name}: label events up to {point.max_event_id}, "
               f"image events up to {point.max_image_event_id}")
@@ -204,7 +233,7 @@ def cmd_diff(args) -> int:
     dataset = _pick_dataset(con, args.dataset)
     diff = snapshots.diff_snapshots(con, dataset, args.before, args.after)
     if args.json:
-        print(json.dumps(snapshots.diff_json(diff), indent=2, default=str))
+        print(dumps(snapshots.diff_json(diff), indent=2, default=str))
     else:
         print(snapshots.format_diff(diff))
     return 0
@@ -249,7 +278,7 @@ def cmd_export(args) -> int:
         if bar:
             bar.close()
     if args.json:
-        print(json.dumps(asdict(summary), indent=2, default=str))
+        print(dumps(asdict(summary), indent=2, default=str))
         return 0
     print(f"exported {summary.dataset} ({summary.snapshot}) as {summary.format} to {summary.out}: "
           f"{summary.images} images, {summary.class_labels} image labels, {summary.objects} "
@@ -395,7 +424,7 @@ def cmd_train(args) -> int:
             bar.close()
     summary = summarise(catalog.model_run(con, run_id))
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(dumps(summary, indent=2, default=str))
     else:
         show(summary)
     return 0
@@ -423,7 +452,7 @@ def cmd_autolabel(args) -> int:
     if args.rollback is not None:
         removed = autolabel.rollback_run(con, args.rollback, by=args.user)
         report = {"run_id": args.rollback, "removed": removed}
-        print(json.dumps(report) if args.json else
+        print(dumps(report) if args.json else
               f"run {args.rollback} rolled back: {removed} model labels removed (as delete "
               "events), its review queues deleted")
         return 0
@@ -434,7 +463,7 @@ def cmd_autolabel(args) -> int:
                                  strategy=args.strategy, include_labelled=args.include_labelled,
                                  created_by=args.user)
     if args.json:
-        print(json.dumps(asdict(result), indent=2))
+        print(dumps(asdict(result), indent=2))
     else:
         print(f"run {result.run_id} at threshold {result.threshold:.3f}: {result.labelled} model "
               f"labels written, {result.queued} images queued for review"
@@ -520,7 +549,7 @@ def cmd_user(args) -> int:
     except ValueError as err:
         raise catalog.CatalogError(str(err)) from err
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(dumps(report, indent=2))
     elif report.get("password"):
         print(f"account {args.name} ({report['role']}) added; one-time password (changed at the "
               f"first sign-in): {report['password']}")
@@ -736,6 +765,17 @@ def main(argv: list[str] | None = None) -> int:
     except (catalog.CatalogError, FormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, RuntimeError) as err:
+        from core.jobs import interrupted
+
+        if not interrupted(err):
+            raise
+        print("\ninterrupted: what was written is kept; the same command again finishes the "
+              "work (an ingest adds only what is missing)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader stopped early (`... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

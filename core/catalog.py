@@ -320,6 +320,7 @@ def _describe_holder(path: Path, message: str) -> str:
             program = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             program = None
+    program = " ".join(program.split())[:200] if program else None  # one line, even for -c '...'
     who = f"{program or 'another process'} (PID {pid})" if pid else (program or "another process")
     since = f" since {note['since']}" if note.get("pid") == pid and note.get("since") else ""
     return who + since
@@ -333,6 +334,11 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
     path = Path(path)
     if read_only and not path.exists():
         raise CatalogError(f"no catalog at {path}: build one with `python -m core demo` or `ingest`")
+    if path.is_dir():
+        raise CatalogError(f"{path} is a folder: give the catalog's file, e.g. {path / 'sieve.duckdb'}")
+    if str(path) != ":memory:" and not path.exists() and _missing(path.parent):
+        raise CatalogError(f"cannot create the catalog {path}: the folder {path.parent} does not "
+                           "exist")
     if not read_only and str(path) != ":memory:":
         _check_writable(path)
     try:
@@ -341,9 +347,10 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
         text = " ".join(str(err).split())  # one line, whatever DuckDB wrote
         if "lock" in text.lower():
             raise CatalogBusy(
-                f"the catalog {path} is open for writing by {_describe_holder(path, text)}. "
-                "Only one process can write to it: stop that process, or run this from the "
-                "dashboard, then try again."
+                f"the catalog {path} is open in {_describe_holder(path, text)}. "
+                "Only one process can write to it, and none while another has it open: stop "
+                "that process (if it is the dashboard, do this from the dashboard), then try "
+                "again."
             ) from err
         if "permission denied" in text.lower():
             raise CatalogError(f"cannot read the catalog {path}: permission denied") from err
@@ -360,6 +367,17 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
         if str(path) != ":memory:":
             _leave_holder_note(path, program)
     return con
+
+
+def _missing(folder: Path) -> bool:
+    """Whether `folder` does not exist (not merely out of this user's reach)."""
+    try:
+        folder.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _check_writable(path: Path) -> None:

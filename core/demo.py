@@ -126,16 +126,21 @@ def _stage(progress, name: str):
 
 
 def build_demo(path: str | Path, *, progress=None, force: bool = False) -> dict:
-    """Build the demo catalog at `path` unless a complete one is there. Returns what it did:
+    """Build the demo catalog at `path` unless a complete one is there; refuses (CatalogError)
+    to replace a catalog with datasets that is not a demo, unless `force`. Returns what it did:
     {'path', 'demo': 'shared' | 'offline', 'built': bool, 'message'}."""
     path = Path(path)
     if path.exists() and not force:
         con = catalog.open_catalog(path, read_only=True)
-        kind = catalog.get_meta(con, DEMO_KEY)
+        kind, names = catalog.get_meta(con, DEMO_KEY), catalog.list_dataset_names(con)
         con.close()
         if kind:
             return {"path": str(path), "demo": kind, "built": False,
                     "message": f"demo catalog already built at {path} ({kind}); --force rebuilds"}
+        if names:  # someone's own catalog: never replaced unasked
+            raise catalog.CatalogError(
+                f"{path} is not a demo catalog (it holds {', '.join(names)}): give another "
+                "--db for the demo, or --force to replace this catalog with it")
     temporary = path.with_name(path.name + ".building")
     for stale in (temporary, Path(str(temporary) + ".wal")):
         stale.unlink(missing_ok=True)

@@ -165,7 +165,8 @@ def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult
     ready: dict[int, list[ProbeResult]] = {}  # chunk index → results read here
     done = 0
     try:
-        with ProcessPoolExecutor(workers, mp_context=workerpool.context()) as pool:
+        with ProcessPoolExecutor(workers, mp_context=workerpool.context(),
+                                 initializer=workerpool.ignore_interrupts) as pool:
             first = range(min(len(chunks), IN_FLIGHT * workers))
             given = len(first)
             with ThreadPoolExecutor(1) as helper:
@@ -360,6 +361,8 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
     if not source.is_dir():
         raise FormatError(f"source {source} is not a folder")
     labels = Path(labels) if labels else None
+    if labels is not None and not labels.exists():
+        raise FormatError(f"the annotation file or folder {labels} does not exist")
     fmt, annotations = _read_source(source, fmt, labels)
     ds = catalog.get_or_create_dataset(con, dataset or source.resolve().name, source)
     prefix = _prefix_in_root(source, ds)

@@ -7,6 +7,7 @@ job with its own cursor and reports through `progress(done, total, message)`.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -49,15 +50,28 @@ def _as_result(value) -> dict:
     return value if isinstance(value, dict) else {"result": value}
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether `err` is Ctrl-C: KeyboardInterrupt, or the RuntimeError('Query interrupted')
+    DuckDB raises instead when Ctrl-C comes during one of its statements."""
+    return isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, RuntimeError) and "interrupted" in str(err).lower())
+
+
 def _execute(con, job_id: int, work: Work, echo: Callable | None):
     try:
         value = work(con, _progress_writer(con, job_id, echo))
     except JobCancelled as err:
         catalog.finish_job(con, job_id, status="cancelled", error=str(err))
         raise
-    except Exception as err:
-        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        catalog.finish_job(con, job_id, status="failed", error=detail)
+    except (KeyboardInterrupt, Exception) as err:
+        if interrupted(err):  # the job ends, marked so; what was committed stays
+            with contextlib.suppress(Exception):  # the statement may have ended the
+                con.rollback()                    # transaction, or not
+            with contextlib.suppress(Exception):
+                catalog.finish_job(con, job_id, status="cancelled", error="interrupted (Ctrl-C)")
+        else:
+            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            catalog.finish_job(con, job_id, status="failed", error=detail)
         raise
     finally:
         _cancel_requests.discard(job_id)

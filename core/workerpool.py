@@ -18,6 +18,7 @@ import multiprocessing.forkserver
 import multiprocessing.popen_forkserver
 import multiprocessing.spawn
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def context() -> multiprocessing.context.ForkServerContext:
             else:
                 os.environ[name] = value
     return _WorkerContext()
+
+
+def ignore_interrupts() -> None:
+    """A worker's initializer: Ctrl-C at the terminal reaches every process of its group; the
+    ingest process stops the work (and the pool), so the workers need not print tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 _LAUNCH_LOCK = threading.Lock()

@@ -79,6 +79,84 @@ def test_main_stats_without_catalog_exits_2(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: no catalog at {tmp_path / 'none.duckdb'}")
 
 
+def test_main_ingest_missing_labels_file_exits_2_before_ingesting(tmp_path, capsys):
+    write_good_images(tmp_path / "src")
+    db = tmp_path / "c.duckdb"
+    assert main(["ingest", str(tmp_path / "src"), "--db", str(db), "--labels",
+                 str(tmp_path / "votes.json")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: the annotation file or folder {tmp_path / 'votes.json'} does not exist")
+    con = catalog.open_catalog(db, read_only=True)
+    assert catalog.list_dataset_names(con) == []  # refused before anything was ingested
+    con.close()
+
+
+def test_main_catalog_in_a_missing_folder_or_a_folder_exits_2(tmp_path, capsys):
+    assert main(["stats", "--db", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} is a folder")
+    write_good_images(tmp_path / "src")
+    assert main(["ingest", str(tmp_path / "src"), "--db", str(tmp_path / "no" / "c.duckdb")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: cannot create the catalog {tmp_path / 'no' / 'c.duckdb'}: the folder "
+        f"{tmp_path / 'no'} does not exist")
+
+
+def test_main_stats_on_an_empty_catalog_says_so(tmp_path, capsys):
+    db = tmp_path / "c.duckdb"
+    catalog.open_catalog(db).close()
+    assert main(["stats", "--db", str(db)]) == 0
+    assert capsys.readouterr().out == f"{db}: no dataset yet (add one with `python -m core ingest`)\n"
+
+
+def test_demo_refuses_to_replace_a_catalog_that_is_not_a_demo(tmp_path, capsys):
+    write_good_images(tmp_path / "src")
+    db = tmp_path / "mine.duckdb"
+    assert main(["ingest", str(tmp_path / "src"), "--db", str(db), "--dataset", "mine",
+                 "--format", "imagefolder"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {db} is not a demo catalog (it holds mine): give another --db for the demo, or "
+        "--force to replace this catalog with it")
+    con = catalog.open_catalog(db, read_only=True)
+    assert catalog.list_dataset_names(con) == ["mine"]
+    con.close()
+
+
+def test_json_output_is_strict_json():
+    import numpy as np
+
+    from core.__main__ import dumps
+
+    text = dumps({"ratio": float("inf"), "split": float("nan"), "n": np.int64(3),
+                  "shares": np.array([0.5, np.nan]), "when": pd.Timestamp("2026-01-02"),
+                  "missing": pd.NA})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {
+        "ratio": None, "split": None, "n": 3, "shares": [0.5, None],
+        "when": "2026-01-02 00:00:00", "missing": None}
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_ends_the_job(tmp_path, monkeypatch, capsys):
+    from core import ingest, jobs
+
+    write_good_images(tmp_path / "src")
+    db = tmp_path / "c.duckdb"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest, "ingest", interrupted)
+    assert main(["ingest", str(tmp_path / "src"), "--db", str(db)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("interrupted: what was written is kept")
+    assert "Traceback" not in err
+    con = catalog.open_catalog(db, read_only=True)
+    assert con.execute("SELECT status, error FROM jobs").fetchall() == [
+        ("cancelled", "interrupted (Ctrl-C)")]
+    con.close()
+    assert jobs.running() == []
+
+
 # ---------------------------------------------------------------- one writer
 
 HOLDER = """
@@ -102,7 +180,7 @@ def test_cli_ingest_catalog_held_exits_3(tmp_path):
         holder.kill()
         holder.wait()
     assert done.returncode == 3
-    assert done.stderr.startswith(f"error: the catalog {db} is open for writing by "
+    assert done.stderr.startswith(f"error: the catalog {db} is open in "
                                   f"holder-test --sleep (PID {holder.pid}) since ")
     assert "Only one process can write to it" in done.stderr
     assert "Traceback" not in done.stderr

@@ -64,6 +64,26 @@ def test_detect_format_images_alone_are_an_unlabelled_imagefolder(tmp_path):
     assert annotations.images == ["a.png"] and len(annotations.labels) == 0
 
 
+def test_detect_format_points_a_voc_dataset_folder_to_its_parts(tmp_path):
+    """BCCD's own folder (images/, annotations/ of XML files): not two classes 'images' and
+    'annotations' but a VOC dataset, which the message says how to ingest."""
+    write_png(tmp_path / "images" / "a.png", 4, 4)
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").write_text(voc_xml("a.png", []))
+    with pytest.raises(FormatError, match="looks like a Pascal VOC dataset: ingest its images "
+                                          "with their XML files, e.g. `ingest .*images --format "
+                                          "voc --labels .*annotations`"):
+        detect_format(tmp_path, None)
+
+
+def test_voc_without_xml_files_says_so(tmp_path):
+    write_png(tmp_path / "a.png", 4, 4)
+    annotations = voc.read(tmp_path)
+    assert annotations.images == ["a.png"] and len(annotations.labels) == 0
+    [note] = annotations.problems
+    assert note["action"] == "noted" and note["reason"].startswith("no VOC XML file here")
+
+
 def test_detect_format_nothing_fits_raises(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here\n")
     with pytest.raises(FormatError, match="cannot tell the format .* no image"):

@@ -125,6 +125,14 @@ def detect_format(source: Path, labels: Path | None) -> str:
     if any(source.glob("*.xml")):
         return "voc"
     entries = [p for p in source.iterdir() if not p.name.startswith(".")]
+    annotations = next((p for p in entries if p.is_dir() and p.name.lower() == "annotations"
+                        and any(p.glob("*.xml"))), None)
+    images = next((p for p in entries if p.is_dir() and p.name.lower() in ("images", "jpegimages")),
+                  None)
+    if annotations and images:  # a VOC dataset's own folder (BCCD, Pascal VOC): not classes
+        raise FormatError(f"{source} looks like a Pascal VOC dataset: ingest its images with "
+                          f"their XML files, e.g. `ingest {images} --format voc --labels "
+                          f"{annotations}`")
     if any(p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
         return "imagefolder"  # class folders, or images alone: ingested unlabelled
     raise FormatError(f"cannot tell the format of {source}: it holds no image and no class "

@@ -58,7 +58,12 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     images = scan_images(source)
     image_set = set(images)
     rows, problems = [], []
-    for xml_file in sorted(folder.glob("*.xml")):
+    xml_files = sorted(folder.glob("*.xml"))
+    if not xml_files:  # the images still go in, unlabelled: said, not silent
+        problems.append(problem(folder, "no VOC XML file here: the images are ingested without "
+                                "labels (give --labels FOLDER where the XML files are)",
+                                action="noted"))
+    for xml_file in xml_files:
         try:
             root = ET.parse(xml_file).getroot()
         except (ET.ParseError, OSError) as err:
