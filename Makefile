@@ -32,7 +32,8 @@ demo: $(STAMP)
 
 run: $(STAMP) $(DB)
 	SIEVE_DB=$(DB) SIEVE_ACCOUNTS=$(SIEVE_ACCOUNTS) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+		--server.headless true --browser.gatherUsageStats false \
+		--server.fileWatcherType none
 
 test: $(STAMP) $(TEST_DB)
 	SIEVE_DB=$(TEST_DB) $(PY) -m pytest -q tests

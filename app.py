@@ -4,7 +4,7 @@ import streamlit as st
 import ui
 from core.users import PermissionDenied
 
-st.set_page_config(page_title="Sieve", page_icon=":material/filter_alt:", layout="wide")
+st.set_page_config(page_title="Sieve", page_icon=ui.favicon(), layout="wide")
 con = ui.get_cursor()  # with accounts: nothing below until someone signs in
 LEAD_PAGES = [
     st.Page("pages/audit.py", title="Audit", icon=":material/history:"),

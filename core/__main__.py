@@ -44,6 +44,20 @@ def _print_problems(examples: list, counts: dict) -> None:
     for item in examples:
         where = f" [{item['location']}]" if item.get("location") else ""
         print(f"  {item['action']:>8}  {item['file']}{where}: {item['reason']}")
+    rest = sum(counts.values()) - len(examples)
+    if rest > 0:
+        print(f"  ... and {rest:,} more: all are listed on the Overview page")
+
+
+def _positive(text: str) -> int:
+    """An argument that must be a whole number from 1 up."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 up")
+    return value
 
 
 def _json_safe(value):
@@ -591,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split of the new images (train, val, test, ...)")
     p.add_argument("--annotator", help="whose labels these are (default: DATASET/given)")
     p.add_argument("--classes", help="comma-separated class list; other classes are skipped")
-    p.add_argument("--workers", type=int, help="reader processes (default: one per core)")
+    p.add_argument("--workers", type=_positive, help="reader processes (default: one per core)")
     p.add_argument("--user", help="who ingests (a lead, once the catalog has accounts)")
     _add_engine_options(p, "read the images")
 

@@ -32,10 +32,15 @@ def dataset_stats(con, dataset: catalog.Dataset) -> dict:
                                           "flagged"]].to_dict("records")}
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 class', '2 classes', '1,204 images'."""
+    return f"{n:,} {noun if n == 1 else noun + ('es' if noun.endswith('s') else 's')}"
+
+
 def format_stats(name: str, item: dict) -> str:
-    lines = [f"{name}: {item['images']} images ({item['unreadable']} unreadable), "
-             f"{item['labelled']} labelled, {len(item['classes'])} classes, "
-             f"{item['annotators']} annotators, {item['events']} label events",
+    lines = [f"{name}: {_count(item['images'], 'image')} ({item['unreadable']:,} unreadable), "
+             f"{item['labelled']:,} labelled, {_count(len(item['classes']), 'class')}, "
+             f"{_count(item['annotators'], 'annotator')}, {_count(item['events'], 'label event')}",
              f"  {'class':<16}{'labels':>9}{'boxes':>9}{'polygons':>9}{'flagged':>9}"]
     for cls, counts in item["classes"].items():
         lines.append(f"  {cls:<16}{counts['labels']:>9}{counts['boxes']:>9}"
@@ -44,7 +49,9 @@ def format_stats(name: str, item: dict) -> str:
     if rows:
         more = ", first 30; --json lists all" if len(rows) > 30 else ""
         lines.append(f"  per class x split x annotator ({len(rows)} rows{more}):")
+        lines.append(f"    {'class':<14} {'split':<8} {'annotator':<28} {'kind':<8}{'labels':>8}")
         for row in rows[:30]:
-            lines.append(f"    {row['class']:<14} {str(row['split']):<8} {row['annotator']:<28}"
+            split = row["split"] if isinstance(row["split"], str) else "-"  # none (NaN or None)
+            lines.append(f"    {row['class']:<14} {split:<8} {row['annotator']:<28}"
                          f" {row['kind']:<8}{row['labels']:>8}")
     return "\n".join(lines)

@@ -122,7 +122,8 @@ else:
         batch = duplicates.exclude_images(con, dataset, ids, author=user,
                                           reason=f"near duplicate across splits ({drop_split})")
         st.success(f"Excluded {len(ids)} images of {drop_split} ({batch}).")
-    if st.button(f"Send the {len(groups):,} groups to the fix queue", key="dup_queue",
+    if st.button(f"Send the {len(groups):,} group{'' if len(groups) == 1 else 's'} to the fix "
+                 "queue", key="dup_queue",
                  help=f"Members of each group one after another, largest groups first (at most "
                       f"{QUEUE_MAX:,} images)"):
         items = queues.duplicate_group_items(groups, limit=QUEUE_MAX)

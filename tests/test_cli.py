@@ -243,3 +243,11 @@ def test_engine_ray_keeps_other_programs_output_out_of_the_json():
                           text=True, check=True)
     assert json.loads(done.stdout) == {"images": 3}
     assert "a node died" in done.stderr
+
+
+@pytest.mark.parametrize("workers", ["0", "-3", "two"])
+def test_main_ingest_workers_must_be_positive(tmp_path, capsys, workers):
+    with pytest.raises(SystemExit) as exit_:
+        main(["ingest", str(tmp_path), "--db", str(tmp_path / "c.duckdb"), "--workers", workers])
+    assert exit_.value.code == 2
+    assert f"{workers!r} is not a whole number from 1 up" in capsys.readouterr().err
