@@ -158,6 +158,22 @@ def test_csvlabels_read_bad_rows_become_problems(tmp_path):
         ("line 6", "path '/etc/passwd' is outside the source folder", "refused")]
 
 
+def test_csvlabels_read_a_second_row_for_an_image_and_annotator_is_a_problem(tmp_path):
+    """One row per (image, annotator): a second one is reported, never dropped unsaid."""
+    labels = write_csv(tmp_path, "image,label,annotator\n"
+                                 "a.png,cat,alice\na.png,dog,alice\na.png,cat,alice\n"
+                                 "a.png,dog,bob\nb.png,cat,\nb.png,dog,\n")
+    found = csvlabels.read(tmp_path, labels)
+    assert [(r["path"], r["class_name"], r["annotator"]) for r in rows_of(found)] == [
+        ("a.png", "cat", "alice"), ("a.png", "dog", "bob"), ("b.png", "cat", None)]
+    assert reasons(found) == [
+        ("line 3", "a second label 'dog' for a.png by the same annotator; line 2 gave 'cat', "
+                   "which is kept (one row per image and annotator)", "skipped"),
+        ("line 4", "repeats line 2 (one row per image and annotator)", "skipped"),
+        ("line 7", "a second label 'dog' for b.png by the same annotator; line 6 gave 'cat', "
+                   "which is kept (one row per image and annotator)", "skipped")]
+
+
 def test_csvlabels_read_missing_column_raises(tmp_path):
     labels = write_csv(tmp_path, "file,class\na.png,cat\n")
     with pytest.raises(FormatError,

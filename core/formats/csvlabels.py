@@ -40,6 +40,7 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     header, table = _rows(labels)
     col = {name: header.index(name) for name in header}
     rows, splits, problems = [], {}, []
+    first: dict[tuple, tuple[int, str]] = {}  # (path, annotator) → (line, label) of its row
     for number, values in enumerate(table, start=2):
         where = f"line {number}"
         if not values:  # a blank line
@@ -60,6 +61,14 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
                                     location=where, action="refused"))
         else:
             annotator = values[col["annotator"]].strip() if "annotator" in col else None
+            seen = first.setdefault((path, annotator or None), (number, label))
+            if seen[0] != number:  # one class per image and annotator: the first row counts
+                problems.append(problem(labels, (
+                    f"repeats line {seen[0]}" if seen[1] == label else
+                    f"a second label {label!r} for {image} by the same annotator; line "
+                    f"{seen[0]} gave {seen[1]!r}, which is kept") + " (one row per image and "
+                    "annotator)", location=where))
+                continue
             rows.append({"path": path, "annotator": annotator or None, "kind": "class",
                          "class_name": label, "label_file": str(labels), "location": where})
             if "split" in col and values[col["split"]].strip():
