@@ -20,8 +20,8 @@ KEY_DECIMALS = 3  # geometry is compared at 1/1000 pixel when deciding "already 
 def _fit_box(x, y, w, h, width, height) -> tuple[tuple | None, str | None, str | None]:
     """(box to keep or None, flag, action) for a box against an image of width x height."""
     if w <= 0 or h <= 0:
-        kind = "zero-area" if min(w, h) == 0 else "negative-size"
-        return (x, y, w, h), f"{kind} box ({w:g} x {h:g} px)", "flagged"
+        size = "" if min(w, h) == 0 else ", negative size"  # an inverted box (xmax < xmin)
+        return (x, y, w, h), f"zero-area box ({w:g} x {h:g} px{size})", "flagged"
     if width is None or pd.isna(width):
         return (x, y, w, h), None, None
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)

@@ -176,7 +176,7 @@ def test_read_only_catalog_still_readable(folder):
     db = read_only_file(folder)
     seen = run("stats", db, folder, who=WHO)
     assert seen["code"] == 0 and "a.png" not in seen["stderr"], seen
-    assert "images" in seen["stdout"]
+    assert "1 image (0 unreadable)" in seen["stdout"]
 
 
 # ---------------------------------------------------------------- held by another process

@@ -75,7 +75,7 @@ def test_import_labels_negative_size_box_flagged_as_such(con, tmp_path):
     source = voc_source(tmp_path, [("cat", 9, 5, 4, 9)])  # xmax left of xmin
     assert ingest(con, source, fmt="voc", dataset="d").problems == {"flagged": 1}
     assert current(con, "d") == [
-        ("d/given", "box", "cat", 9.0, 5.0, -5.0, 4.0, None, "negative-size box (-5 x 4 px)")]
+        ("d/given", "box", "cat", 9.0, 5.0, -5.0, 4.0, None, "zero-area box (-5 x 4 px, negative size)")]
 
 
 def coco_source(folder, segmentations: list) -> tuple:
