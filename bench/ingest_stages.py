@@ -9,16 +9,25 @@ Each stage runs over the same files (bytes already in memory, except `read`), be
 its 32x32 and 9x8 Lanczos thumbnails (a 32x32 image is its own, and its 9x8 is made with the
 batch's hashes). `probe_batch` is the whole per-file work of a reader (chunks of 256): the
 stages above and Python's bookkeeping.
+
+`--shortcuts` also times two ways to make a big JPEG's thumbnails faster that change pixels, and
+says how many of the folder's hashes would then differ from imagehash's (Sieve's exact path
+equals imagehash on every file, see bench/ingest.py): libjpeg's own grey output (the Y channel,
+no colour conversion) instead of RGB then `convert("L")`, and float32 passes instead of the
+exact fixed-point float64 ones.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import io
+import os
 import sys
 import time
 from pathlib import Path
 
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"  # as in ingest's readers; read when numpy loads its BLAS
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -41,14 +50,13 @@ def main() -> None:
     parser.add_argument("--folder", default="bccd/images", help="folder below the shared data")
     parser.add_argument("--files", type=int, default=364, help="first N files of the folder")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--shortcuts", action="store_true",
+                        help="also time the pixel-changing shortcuts (big JPEGs)")
     args = parser.parse_args()
     folder = shared_data_dir() / args.folder
     if not folder.is_dir():
         sys.exit(f"no folder {folder}: see README (shared data)")
 
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)  # as in ingest's readers
     from PIL import Image
 
     from core import imageprobe
@@ -81,6 +89,57 @@ def main() -> None:
     whole = best_per_item(lambda _: [imageprobe.probe_batch(paths[k:k + 256], [None] * len(
         paths[k:k + 256]), True) for k in range(0, len(paths), 256)], [None], args.repeats)
     print(f"  {'probe_batch (all of the above)':34s} {whole / len(paths):9.1f}")
+    if args.shortcuts:
+        print_shortcuts(data, thumbnails, args.repeats)
+
+
+def float32_thumbnails(grey) -> tuple[bytes, bytes]:
+    """Pillow's Lanczos passes (horizontal, then vertical, rounded after each) in float32."""
+    import numpy as np
+
+    from core.imageprobe import pillow_lanczos_weights
+
+    def weights(size, out):
+        return (pillow_lanczos_weights(size, out) / (1 << 22)).astype(np.float32)
+
+    def rounded(values):
+        return np.clip(np.floor(values + 0.5), 0, 255)
+
+    height, width = grey.shape
+    across = rounded(grey.astype(np.float32) @ np.concatenate(
+        [weights(width, 32), weights(width, 9)]).T)
+    return (rounded(weights(height, 32) @ across[:, :32]).astype(np.uint8).tobytes(),
+            rounded(weights(height, 8) @ across[:, 32:]).astype(np.uint8).tobytes())
+
+
+def print_shortcuts(data: list, exact: list, repeats: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from core import imageprobe
+
+    def jpeg_grey(d):  # libjpeg decodes the Y channel only
+        mode, rawmode, width, height = imageprobe._jpeg_header(d)
+        return np.asarray(Image.frombytes("L", (width, height), d, "jpeg", "L", ""))
+
+    def rgb_grey(d):
+        return np.asarray(imageprobe._decode_plain(d).convert("L"))
+
+    if any(imageprobe._jpeg_header(d) is None for d in data):
+        sys.exit("--shortcuts: every file must be a plain JPEG")
+    ways = [("RGB, convert, exact passes (Sieve)", rgb_grey, imageprobe._large_thumbnails),
+            ("RGB, convert, float32 passes", rgb_grey, float32_thumbnails),
+            ("Y channel, exact passes", jpeg_grey, imageprobe._large_thumbnails),
+            ("Y channel, float32 passes", jpeg_grey, float32_thumbnails)]
+    hashes = imageprobe._batch_hashes(exact)
+    print(f"Shortcuts, {len(data)} files: microseconds per image from the file's bytes to its two"
+          f" thumbnails, and files whose phash / dhash would differ from imagehash's:")
+    for name, grey, thumbnails in ways:
+        made = [thumbnails(grey(d)) for d in data]
+        phash, dhash = imageprobe._batch_hashes(made)
+        seconds = best_per_item(lambda d: thumbnails(grey(d)), data, repeats)
+        print(f"  {name:36s} {seconds:7.1f}   phash {sum(map(int.__ne__, phash, hashes[0])):3d}"
+              f"   dhash {sum(map(int.__ne__, dhash, hashes[1])):3d}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit resampling (Resam
 # BLAS runs on one thread, as in ingest's workers. With several BLAS threads spinning next to
 # the other workers it is slower: there, Pillow resizes.
 NUMPY_RESIZE_PIXELS = 65_536
+BAND_OUTPUTS = 8  # 32-column outputs per matrix product (4 or 16 are slower at 640 wide)
 _ONE_BLAS_THREAD = "1" in (os.environ.get("OPENBLAS_NUM_THREADS"),
                            os.environ.get("OMP_NUM_THREADS"))
 
@@ -354,12 +355,15 @@ def _grey_thumbnails(image: Image.Image, numpy_resize: bool) -> tuple[bytes, byt
 
 def _large_thumbnails(grey: np.ndarray) -> tuple[bytes, bytes]:
     """(32x32, 9x8) of one (H, W) grey image, equal to `Image.resize`'s. Unless the image is
-    much taller than wide, Pillow passes horizontally first for both: one matrix product then
-    makes both horizontal passes."""
+    much taller than wide, Pillow passes horizontally first for both: banded matrix products
+    (`_horizontal_bands`) then make both horizontal passes."""
     height, width = grey.shape
     if width > 32 and height > 32 and not any(
             _vertical_first(height, width, size) for size in ((32, 32), (9, 8))):
-        across = _fixed_to_uint8(grey @ _both_horizontal_weights(width))  # (H, 32 + 9)
+        pixels = grey.astype(np.float64)
+        across = _fixed_to_uint8(np.concatenate(  # (H, 32 + 9)
+            [pixels[:, first:stop] @ weights for first, stop, weights in _horizontal_bands(width)],
+            axis=1))
         down32 = _fixed_to_uint8(pillow_lanczos_weights(height, 32) @ across[:, :32])
         down8 = _fixed_to_uint8(pillow_lanczos_weights(height, 8) @ across[:, 32:])
         return down32.tobytes(), down8.tobytes()
@@ -369,9 +373,21 @@ def _large_thumbnails(grey: np.ndarray) -> tuple[bytes, bytes]:
 
 
 @lru_cache(maxsize=16)
-def _both_horizontal_weights(width: int) -> np.ndarray:
-    """(width, 32 + 9): Lanczos weights to 32 columns, then to 9."""
-    return np.concatenate([pillow_lanczos_weights(width, 32), pillow_lanczos_weights(width, 9)]).T
+def _horizontal_bands(width: int) -> list[tuple[int, int, np.ndarray]]:
+    """Lanczos weights from `width` columns to 32, then to 9, as (first, stop, weights) bands:
+    the outputs in groups of BAND_OUTPUTS (the 9 together), each with only the input columns
+    its weights reach. A 32-column output reaches about 6 / 32 of the row: at 640 wide the
+    bands do 0.51 of the multiply-adds of one (640, 41) product, in 0.72 of its time (BCCD);
+    the sums are exact integers whatever their order, so the pixels are the same."""
+    weights = np.concatenate([pillow_lanczos_weights(width, 32), pillow_lanczos_weights(width, 9)])
+    bands = []
+    for rows in [range(k, min(k + BAND_OUTPUTS, 32)) for k in range(0, 32, BAND_OUTPUTS)] + [
+            range(32, 41)]:
+        reached = np.flatnonzero(weights[rows.start:rows.stop].any(axis=0))
+        first, stop = int(reached[0]), int(reached[-1]) + 1
+        bands.append((first, stop, np.ascontiguousarray(weights[rows.start:rows.stop,
+                                                                first:stop].T)))
+    return bands
 
 
 def _read(path) -> bytes:
