@@ -31,8 +31,9 @@ from core.labels import import_labels
 Progress = Callable[[int, int, str], None]  # (done, total, message)
 CHUNK = 256        # most files per worker task
 WRITE_BATCH = 4096  # image rows per catalog transaction
-POOL_WORTH_S = 0.6  # less work than this is done here: starting workers takes about 0.3 s
-THREADS_FROM_S = 0.0015  # per file: images this slow to read are big, read by threads here
+POOL_WORTH_S = 0.6  # less work than this is done here: starting processes takes about 0.3 s
+THREADS_WORTH_S = 0.1  # less work than this is done here: threads start at once
+THREADS_FROM_PIXELS = 65_536  # pixels: images this big on average are read by threads
 THREAD_CHUNK_S = 0.05  # reading time of a thread's chunk: short, so that threads end together
 SAMPLE_S = 0.02  # reading time of the sample that decides between here, threads and processes
 IN_FLIGHT = 4  # chunks given to each reader process ahead of the results taken
@@ -87,11 +88,12 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
     """Probe files in order, a list of results at a time. Engine 'local': this process first
     reads a sample, in batches that double from 4 files until the batches after the first
     (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read. Then it
-    shares the rest out if reading it here would take over POOL_WORTH_S: among `workers` threads
-    when the images are big (over THREADS_FROM_S each: decoding, converting, hashing and
-    resizing them is C code that lets go of Python's lock, and threads start at once), in
-    chunks of about THREAD_CHUNK_S so that the threads finish together; else among `workers`
-    processes. Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
+    shares the rest out: among `workers` threads when the images are big (THREADS_FROM_PIXELS
+    on average: decoding, converting, hashing and resizing them is C code that lets go of
+    Python's lock) and reading the rest here would take over THREADS_WORTH_S, in chunks of
+    about THREAD_CHUNK_S so that the threads finish together; else among `workers` processes
+    when it would take over POOL_WORTH_S. (Size, not time, picks threads: the time per image
+    differs twofold between machines, and between runs on a shared one.) Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
     (`core.rayengine`). Chunks shrink for small sources so that every worker gets several."""
     size = max(1, min(CHUNK, -(-len(paths) // (4 * workers))))
     if not paths:
@@ -105,6 +107,7 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
     if workers > 1 and len(paths) >= CHUNK and not _look_big(paths[:8]):
         workerpool.context()  # likely needed: the server boots while the sample is read
     done, batch, warm_files, warm_seconds, seconds = 0, 4, 0, 0.0, 0.0
+    decoded = []  # pixels of each image the sample decoded
     while done < size and warm_seconds < SAMPLE_S:
         stop = min(done + batch, size)
         started = time.monotonic()
@@ -113,19 +116,30 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
         if done:
             warm_files, warm_seconds = warm_files + stop - done, warm_seconds + seconds
         done, batch = stop, batch * 2
+        decoded += [r.width * r.height for r in results if r.width]
         yield results
     per_file = warm_seconds / warm_files if warm_files else seconds / done
     rest = list(zip(paths[done:], known_sha[done:]))
-    if workers <= 1 or per_file * len(rest) <= POOL_WORTH_S:
+    readers = _readers(per_file * len(rest), decoded, workers)
+    if readers == "here":
         for chunk in _chunks(rest, CHUNK):
             yield _probe_here(tuple(map(list, zip(*chunk))))
-    elif per_file >= THREADS_FROM_S:
+    elif readers == "threads":
         size = max(1, min(size, round(THREAD_CHUNK_S / per_file)))
         yield from _probe_in_threads([tuple(map(list, zip(*c))) for c in _chunks(rest, size)],
                                      workers)
     else:
         yield from _probe_in_processes([tuple(map(list, zip(*c))) for c in _chunks(rest, size)],
                                        workers)
+
+
+def _readers(seconds_here: float, decoded: list[int], workers: int) -> str:
+    """'here', 'threads' or 'processes': who reads the rest of the files, given how long this
+    process would take and the pixels of the images the sample decoded (see `probe_all`)."""
+    big = bool(decoded) and sum(decoded) / len(decoded) >= THREADS_FROM_PIXELS
+    if workers <= 1 or seconds_here <= (THREADS_WORTH_S if big else POOL_WORTH_S):
+        return "here"
+    return "threads" if big else "processes"
 
 
 @lru_cache(maxsize=1)

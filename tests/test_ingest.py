@@ -297,7 +297,7 @@ def test_reader_processes_do_not_run_the_parents_main_script(tmp_path, monkeypat
     app.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", app)
     monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)
-    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 1e9)  # processes
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_PIXELS", 1 << 60)  # processes
     paths = [str(p) for p in write_good_images(tmp_path / "good").values()] * 4
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # 'a reader process stopped'
@@ -332,12 +332,26 @@ def test_probe_all_finishes_here_when_a_reader_process_dies(tmp_path, monkeypatc
     shutil.copy(paths[20], dying)
     paths[20] = str(dying)
     monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)
-    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 1e9)  # processes
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_PIXELS", 1 << 60)  # processes
     monkeypatch.setattr(ingest_module, "probe_batch", loaded_modules.probe_or_die)
     with pytest.warns(RuntimeWarning, match="a reader process stopped"):
         read = [r for batch in ingest_module.probe_all(paths, [None] * len(paths), workers=2)
                 for r in batch]
     assert read == probe_files(paths, [None] * len(paths))
+
+
+@pytest.mark.parametrize(("seconds_here", "decoded", "workers", "readers"), [
+    (0.3, [640 * 480] * 8, 2, "threads"),    # a few hundred big images: threads start at once
+    (0.05, [640 * 480] * 8, 2, "here"),      # a handful: not worth a second thread
+    (0.3, [32 * 32] * 8, 2, "here"),         # small images: processes would take longer to start
+    (5.0, [32 * 32] * 8, 2, "processes"),
+    (5.0, [640 * 480, 32 * 32], 1, "here"),  # one worker asked for
+    (5.0, [], 2, "processes"),               # nothing decoded in the sample (all unreadable)
+])
+def test_readers_chosen_by_image_size_and_work_left(seconds_here, decoded, workers, readers):
+    from core.ingest import _readers
+
+    assert _readers(seconds_here, decoded, workers) == readers
 
 
 @pytest.mark.parametrize("readers", ["processes", "threads"])
@@ -351,7 +365,9 @@ def test_probe_all_workers_give_what_this_process_gives(tmp_path, monkeypatch, r
                                seed=3)))
     paths = paths * 4  # 6 chunks over two workers
     monkeypatch.setattr(ingest_module, "POOL_WORTH_S", 0.0)  # always share the work out
-    monkeypatch.setattr(ingest_module, "THREADS_FROM_S", 0.0 if readers == "threads" else 1e9)
+    monkeypatch.setattr(ingest_module, "THREADS_WORTH_S", 0.0)
+    monkeypatch.setattr(ingest_module, "THREADS_FROM_PIXELS",
+                        0 if readers == "threads" else 1 << 60)
     pooled = [r for batch in ingest_module.probe_all(paths, [None] * len(paths), workers=2)
               for r in batch]
     assert pooled == probe_files(paths, [None] * len(paths))
