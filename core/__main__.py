@@ -7,6 +7,7 @@ writing, the command says so and exits with status 3.
 from __future__ import annotations
 
 import argparse
+import decimal
 import io
 import json
 import math
@@ -17,15 +18,44 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import duckdb
+import numpy as np
+
 from core import catalog
 from core.config import default_catalog_path
-from core.formats import FormatError
+from core.formats import READERS, FormatError
+
+
+class _UntilClosed:
+    """A stream's writes until the stream is gone (`... |& head` has exited), then nothing: the
+    progress bar stops drawing and the work goes on, rather than ending as a failed job."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.gone = stream, False
+
+    def __getattr__(self, name: str):  # fileno, isatty, encoding: the terminal's width and such
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> None:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except OSError:
+                self.gone = True
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.gone = True
 
 
 def _progress_bar(description: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=description, unit="img", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=0, desc=description, unit="img", file=_UntilClosed(sys.stderr),
+               dynamic_ncols=True)
 
     def progress(done: int, total: int, message: str = "") -> None:
         if bar.total != total:
@@ -46,7 +76,7 @@ def _print_problems(examples: list, counts: dict) -> None:
         print(f"  {item['action']:>8}  {item['file']}{where}: {item['reason']}")
     rest = sum(counts.values()) - len(examples)
     if rest > 0:
-        print(f"  ... and {rest:,} more: all are listed on the Overview page")
+        print(f"  ... and {rest:,} more: the Overview page lists them all, as a CSV download too")
 
 
 def _positive(text: str) -> int:
@@ -68,6 +98,9 @@ def _json_safe(value):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
+    if getattr(getattr(value, "dtype", None), "kind", "") in ("m", "M"):  # numpy dates, durations:
+        # as text, not tolist()'s nanosecond integers; NaT as null
+        return np.where(np.isnat(value), None, np.asarray(value).astype(str)).tolist()
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy value or array
         value = value.tolist()
         if isinstance(value, list):
@@ -77,6 +110,8 @@ def _json_safe(value):
         return None
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, decimal.Decimal):  # DuckDB's DECIMAL columns: a number, not text
+        return _json_safe(float(value))
     return str(value)  # dates, paths and the like, as `default=str` wrote them
 
 
@@ -597,10 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ingest", cmd_ingest, "ingest images and labels from a folder")
     p.add_argument("source", type=Path, help="folder holding the images")
-    p.add_argument("--format", default="auto",
-                   choices=["auto", "imagefolder", "csv", "coco", "voc", "yolo", "labelstudio",
-                            "cvat"])
-    p.add_argument("--labels", type=Path, help="annotation file or folder (csv, coco, voc)")
+    p.add_argument("--format", default="auto", choices=["auto", *READERS])
+    p.add_argument("--labels", type=Path, help="annotation file (csv, coco, labelstudio, cvat) "
+                                               "or folder (voc)")
     p.add_argument("--dataset", help="dataset name (default: the folder's name)")
     p.add_argument("--split", help="split of the new images (train, val, test, ...)")
     p.add_argument("--annotator", help="whose labels these are (default: DATASET/given)")
@@ -779,18 +813,25 @@ def main(argv: list[str] | None = None) -> int:
     except (catalog.CatalogError, FormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, RuntimeError) as err:
+    except (KeyboardInterrupt, RuntimeError, duckdb.InterruptException) as err:
         from core.jobs import interrupted
 
         if not interrupted(err):
             raise
-        print("\ninterrupted: what was written is kept; the same command again finishes the "
-              "work (an ingest adds only what is missing)", file=sys.stderr)
+        print(f"\ninterrupted{INTERRUPTED.get(args.func, '')}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader stopped early (`... | head`): not an error of ours
+    except BrokenPipeError:  # the reader stopped early (`... | head`) once the work was done;
+        # during the work the progress bar stops drawing instead (`_progress_bar`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
+
+# what Ctrl-C leaves, where a command knows: said after "interrupted"
+INTERRUPTED = {
+    cmd_ingest: ": the images and labels written so far are kept; the same command again adds "
+                "only what is missing",
+    cmd_demo: ": the catalog was left as it was; `demo` again builds the demo from the start",
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -656,8 +656,9 @@ def dataset_file(root: str, path: str, raw: bytes | None = None) -> str | bytes:
     return full
 
 
-def unreadable_images(con, dataset_id: int, *, limit: int = 1000) -> pd.DataFrame:
-    """Columns: path, error — files that could not be read, with why."""
+def unreadable_images(con, dataset_id: int, *, limit: int | None = 1000) -> pd.DataFrame:
+    """Columns: path, error — files that could not be read, with why; the first `limit`
+    (None: all)."""
     return con.execute("""SELECT path, error FROM images WHERE dataset_id = ? AND status <> 'ok'
         ORDER BY path LIMIT ?""", [dataset_id, limit]).df()
 
@@ -773,13 +774,20 @@ def add_problems(con, frame: pd.DataFrame) -> None:
         con.unregister("new_problems")
 
 
-def problem_table(con, dataset_id: int, *, limit: int = 1000) -> pd.DataFrame:
-    """Columns: file, location, reason, action, recorded_at — newest first, without repeats."""
+def problem_table(con, dataset_id: int, *, limit: int | None = 1000) -> pd.DataFrame:
+    """Columns: file, location, reason, action, recorded_at — newest first, without repeats;
+    the first `limit` (None: all)."""
     return con.execute("""
         SELECT file, location, reason, action, max(recorded_at) AS recorded_at
         FROM ingest_problems WHERE dataset_id = ? GROUP BY ALL
         ORDER BY recorded_at DESC, file LIMIT ?""",
         [dataset_id, limit]).df()
+
+
+def problem_count(con, dataset_id: int) -> int:
+    """How many rows `problem_table` has without its limit."""
+    return _one(con.execute("""SELECT count(*) FROM (SELECT DISTINCT file, location, reason,
+        action FROM ingest_problems WHERE dataset_id = ?)""", [dataset_id]))[0]
 
 
 # ---------------------------------------------------------------- jobs

@@ -127,19 +127,21 @@ def _stage(progress, name: str):
 
 def build_demo(path: str | Path, *, progress=None, force: bool = False) -> dict:
     """Build the demo catalog at `path` unless a complete one is there; refuses (CatalogError)
-    to replace a catalog with datasets that is not a demo, unless `force`. Returns what it did:
+    to replace a catalog with datasets or accounts that is not a demo, unless `force`. Returns what it did:
     {'path', 'demo': 'shared' | 'offline', 'built': bool, 'message'}."""
     path = Path(path)
     if path.exists() and not force:
         con = catalog.open_catalog(path, read_only=True)
         kind, names = catalog.get_meta(con, DEMO_KEY), catalog.list_dataset_names(con)
+        users = catalog.count_users(con)
         con.close()
         if kind:
             return {"path": str(path), "demo": kind, "built": False,
                     "message": f"demo catalog already built at {path} ({kind}); --force rebuilds"}
-        if names:  # someone's own catalog: never replaced unasked
+        held = ([", ".join(names)] if names else []) + ([f"{users} account(s)"] if users else [])
+        if held:  # someone's own catalog: never replaced unasked
             raise catalog.CatalogError(
-                f"{path} is not a demo catalog (it holds {', '.join(names)}): give another "
+                f"{path} is not a demo catalog (it holds {' and '.join(held)}): give another "
                 "--db for the demo, or --force to replace this catalog with it")
     temporary = path.with_name(path.name + ".building")
     for stale in (temporary, Path(str(temporary) + ".wal")):

@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 
+import duckdb
+
 from core import catalog
 
 Work = Callable[..., object]
@@ -22,6 +24,7 @@ REPORT_EVERY_S = 0.25  # progress rows are written at most this often
 _cancel_requests: set[int] = set()
 _threads: dict[int, threading.Thread] = {}
 _kinds: dict[int, str] = {}
+_start_lock = threading.Lock()
 
 
 class JobCancelled(Exception):
@@ -51,10 +54,11 @@ def _as_result(value) -> dict:
 
 
 def interrupted(err: BaseException) -> bool:
-    """Whether `err` is Ctrl-C: KeyboardInterrupt, or the RuntimeError('Query interrupted')
-    DuckDB raises instead when Ctrl-C comes during one of its statements."""
-    return isinstance(err, KeyboardInterrupt) or (
-        isinstance(err, RuntimeError) and "interrupted" in str(err).lower())
+    """Whether `err` is Ctrl-C: KeyboardInterrupt; the RuntimeError('Query interrupted') DuckDB
+    raises instead when Ctrl-C comes during one of its statements; or its InterruptException,
+    when a statement was stopped with `connection.interrupt()`."""
+    return (isinstance(err, KeyboardInterrupt | duckdb.InterruptException)
+            or (type(err) is RuntimeError and str(err) == "Query interrupted"))
 
 
 def _execute(con, job_id: int, work: Work, echo: Callable | None):
@@ -85,9 +89,27 @@ def run_job(con, kind: str, params: dict, work: Work, *, progress: Callable | No
     return _execute(con, job_id, lambda c, p: work(c, p, job_id), progress)
 
 
-def start_job(con, kind: str, params: dict, work: Work) -> int:
+class JobBusy(Exception):
+    """A job of this kind already runs, and only one may run at a time."""
+
+    def __init__(self, kind: str, job_id: int) -> None:
+        super().__init__(f"{kind.capitalize()} job {job_id} is still running: wait until it has finished, "
+                         "then start the next one")
+        self.job_id = job_id
+
+
+def start_job(con, kind: str, params: dict, work: Work, *, alone: bool = False) -> int:
     """Start `work` in a background thread with its own cursor; returns the job id at once.
-    Failures are recorded in the job row (status 'failed', error) for the page to show."""
+    Failures are recorded in the job row (status 'failed', error) for the page to show.
+    `alone`: refuse (JobBusy) while another job of `kind` runs in this process; the check and
+    the start are one step, so two sessions clicking at once cannot both start."""
+    with _start_lock:
+        if alone and (busy := running(kind)):
+            raise JobBusy(kind, busy[0])
+        return _start(con, kind, params, work)
+
+
+def _start(con, kind: str, params: dict, work: Work) -> int:
     job_id = catalog.create_job(con, kind, params)
     cursor = con.cursor()
 

@@ -19,9 +19,11 @@ KEY_DECIMALS = 3  # geometry is compared at 1/1000 pixel when deciding "already 
 
 def _fit_box(x, y, w, h, width, height) -> tuple[tuple | None, str | None, str | None]:
     """(box to keep or None, flag, action) for a box against an image of width x height."""
-    if w <= 0 or h <= 0:
-        size = "" if min(w, h) == 0 else ", negative size"  # an inverted box (xmax < xmin)
-        return (x, y, w, h), f"zero-area box ({w:g} x {h:g} px{size})", "flagged"
+    if w < 0 or h < 0:  # xmax < xmin or ymax < ymin in the file
+        return (x, y, w, h), f"inverted box ({w:g} x {h:g} px: it ends before it starts)", \
+            "flagged"
+    if w == 0 or h == 0:
+        return (x, y, w, h), f"zero-area box ({w:g} x {h:g} px)", "flagged"
     if width is None or pd.isna(width):
         return (x, y, w, h), None, None
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)

@@ -39,12 +39,6 @@ def ingest_form_ui() -> dict | None:
 
 
 request = ingest_form_ui()
-busy = jobs.running("ingest")
-if request and busy:  # one at a time (a second click submits the form again): both would
-    # write the same rows, and the second would fail on them
-    st.warning(f"Ingest job {busy[0]} is still running: wait until it has finished, then "
-               "start the next one.")
-    request = None
 if request:
     def work(cursor, progress, job_id, request=request, user=st.session_state.get("user")):
         return ingest.ingest(cursor, request["source"], fmt=request["fmt"], labels=request["labels"],
@@ -53,8 +47,11 @@ if request:
                              user=user, engine=request["engine"],
                              ray_address=request["ray_address"])
 
-    job_id = jobs.start_job(ui.get_connection(), "ingest", request, work)
-    st.session_state.setdefault("my_jobs", []).append(job_id)
+    try:  # one ingest at a time: two would write the same rows, and the second fail on them
+        job_id = jobs.start_job(ui.get_connection(), "ingest", request, work, alone=True)
+        st.session_state.setdefault("my_jobs", []).append(job_id)
+    except jobs.JobBusy as err:
+        st.warning(f"{err}.")
 ui.job_panel("my_jobs", refresh_page=True)  # the counts below change
 
 if dataset is None:
@@ -78,19 +75,46 @@ with right:
     st.dataframe(ui.cached(catalog.resolved_source_counts, con, dataset.dataset_id),
                  hide_index=True)
 
+
+
+def all_rows_csv(func, dataset_id: int):
+    """A download's data, made when it is clicked: every row of `func`, not the page's first
+    1,000 (the catalog read with a cursor of its own: the click comes outside a page run)."""
+    def make() -> str:
+        with ui.get_connection().cursor() as cursor:
+            return func(cursor, dataset_id, limit=None).to_csv(index=False)
+    return make
+
+
+def listed_ui(title: str, frame, total: int, func, file_name: str, **options) -> None:
+    """A table of the first rows of `total`, with a CSV download of all of them."""
+    st.markdown(f"**{title}** ({total:,})"
+                + (f": the first {len(frame):,} shown, all in the CSV" if total > len(frame)
+                   else ""))
+    st.dataframe(frame, hide_index=True, **options)
+    if total:
+        st.download_button(f"Download all {total:,} (CSV)", all_rows_csv(func, dataset.dataset_id),
+                           file_name=f"{dataset.name}-{file_name}.csv", mime="text/csv",
+                           key=f"download_{file_name}", on_click="ignore")
+
+
 unreadable = ui.cached(catalog.unreadable_images, con, dataset.dataset_id)
 problems = ui.cached(catalog.problem_table, con, dataset.dataset_id)
+problem_total = ui.cached(catalog.problem_count, con, dataset.dataset_id)
 with st.expander(f"Unreadable files ({facts['unreadable']:,}) and annotation problems "
-                 f"({len(problems):,})", expanded=bool(facts["unreadable"] or len(problems))):
-    st.dataframe(unreadable, hide_index=True, column_config={"error": "reason"})
-    st.dataframe(problems, hide_index=True)
+                 f"({problem_total:,})", expanded=bool(facts["unreadable"] or problem_total)):
+    listed_ui("Unreadable files", unreadable, facts["unreadable"], catalog.unreadable_images,
+              "unreadable", column_config={"error": "reason"})
+    listed_ui("Annotation problems", problems, problem_total, catalog.problem_table, "problems")
 
 st.subheader("Images")
 splits = ["all"] + ui.cached(catalog.split_names, con, dataset.dataset_id)
 classes = ui.cached(catalog.class_table, con, dataset.dataset_id)
 f1, f2, f3 = st.columns([1, 1, 1])
 split = f1.selectbox("Split", splits, key="grid_split")
-class_name = f2.selectbox("Class (resolved)", ["all"] + classes["name"].tolist(), key="grid_class")
+class_name = f2.selectbox("Class", ["all"] + classes["name"].tolist(), key="grid_class",
+                          help="Images whose resolved class is this one, or that hold a resolved "
+                               "box or polygon of it")
 class_id = None if class_name == "all" else int(classes.set_index("name").loc[class_name, "class_id"])
 filters = {"split": None if split == "all" else split, "class_id": class_id}
 total = ui.cached(catalog.count_images, con, dataset.dataset_id, **filters)
@@ -99,5 +123,6 @@ pages = max(1, -(-total // per_page))
 page = f3.number_input(f"Page (of {pages:,})", 1, pages, 1, key="grid_page")
 grid = ui.cached(catalog.image_page, con, dataset.dataset_id, offset=(page - 1) * per_page,
                  limit=per_page, **filters)
-st.caption(f"{total:,} images; showing {len(grid)} from #{(page - 1) * per_page + 1:,}")
+st.caption(f"{total:,} image{'' if total == 1 else 's'}; showing {len(grid)} from "
+           f"#{(page - 1) * per_page + 1:,}")
 ui.image_grid_ui(dataset.root, grid)

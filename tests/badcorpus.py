@@ -188,7 +188,7 @@ def _coco_rows() -> tuple[dict, list[Bad]]:
     bad = [  # (annotation, words of the reason)
         ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]}, "unknown category_id 7"),
         ({"image_id": 1, "category_id": 1, "bbox": [500, 500, 5, 5]}, "outside"),
-        ({"image_id": 1, "category_id": 1, "bbox": [5, 5, -4, 3]}, "zero-area"),
+        ({"image_id": 1, "category_id": 1, "bbox": [5, 5, -4, 3]}, "inverted box"),
         ({"image_id": 1, "category_id": 1, "bbox": [float("nan"), 1, 2, 2]}, "finite"),
         ({"image_id": 1, "category_id": 1, "bbox": ["1", "x", 2, 2]}, "could not convert"),
         ({"image_id": 1, "category_id": 1, "bbox": [1, 2]}, "no bbox"),
@@ -239,7 +239,7 @@ def coco_cases(out: Path) -> dict[str, Case]:
     cases = _whole_file_cases("coco", folder, whole)
     cases["coco_bad_rows"] = Case("coco", folder / "src", folder / "bad_rows.json",
                                   readable=GOOD, problems=tuple(problems),
-                                  labels=2)  # the good box and the flagged one of negative size
+                                  labels=2)  # the good box and the flagged inverted one
     return cases
 
 
@@ -269,7 +269,7 @@ def voc_case(out: Path) -> Case:
     problems = (Bad("malformed_xml.xml", "malformed XML"), Bad("empty.xml", "malformed XML"),
                 Bad("not_utf8.xml", "malformed XML"),
                 Bad("unknown_class.xml", "unknown class 'dragon'", "object 1"),
-                Bad("inverted_box.xml", "zero-area", "object 1"),
+                Bad("inverted_box.xml", "inverted box", "object 1"),
                 Bad("path_traversal.xml", "outside the source folder"),
                 Bad("not_numbers.xml", "not a number", "object 1"),
                 Bad("missing_bndbox.xml", "missing <bndbox>", "object 1"),

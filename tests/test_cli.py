@@ -3,12 +3,14 @@ ingested, 2: unusable input, 3: the catalog is held by another writer), and the 
 runs on the real datasets."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -123,6 +125,20 @@ def test_demo_refuses_to_replace_a_catalog_that_is_not_a_demo(tmp_path, capsys):
     con.close()
 
 
+def test_demo_refuses_to_replace_a_catalog_that_holds_only_accounts(tmp_path, capsys):
+    from core import users
+
+    db = tmp_path / "team.duckdb"
+    with catalog.open_catalog(db) as con:
+        users.add_user(con, "ana", "admin", by=None, password="correct horse battery")
+    assert main(["demo", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {db} is not a demo catalog (it holds 1 account(s)): give another --db for the "
+        "demo, or --force to replace this catalog with it")
+    with catalog.open_catalog(db, read_only=True) as con:
+        assert catalog.count_users(con) == 1
+
+
 def test_json_output_is_strict_json():
     import numpy as np
 
@@ -148,13 +164,55 @@ def test_ctrl_c_prints_one_line_exits_130_and_ends_the_job(tmp_path, monkeypatch
     monkeypatch.setattr(ingest, "ingest", interrupted)
     assert main(["ingest", str(tmp_path / "src"), "--db", str(db)]) == 130
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].startswith("interrupted: what was written is kept")
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: the images and labels written so far are kept; the same command again "
+        "adds only what is missing")
     assert "Traceback" not in err
     con = catalog.open_catalog(db, read_only=True)
     assert con.execute("SELECT status, error FROM jobs").fetchall() == [
         ("cancelled", "interrupted (Ctrl-C)")]
     con.close()
-    assert jobs.running() == []
+
+
+def test_ctrl_c_during_demo_does_not_promise_a_resume(tmp_path, monkeypatch, capsys):
+    from core import demo
+
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("Query interrupted")  # what DuckDB raises for Ctrl-C mid-statement
+
+    monkeypatch.setattr(demo, "build_demo", interrupted)
+    assert main(["demo", "--db", str(tmp_path / "d.duckdb")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: the catalog was left as it was; `demo` again builds the demo from the "
+        "start")
+
+
+def test_interrupted_tells_ctrl_c_from_other_errors():
+    from core.jobs import interrupted
+
+    con = duckdb.connect()
+    con.interrupt()  # no statement running: nothing to stop
+    assert interrupted(KeyboardInterrupt())
+    assert interrupted(RuntimeError("Query interrupted"))
+    assert interrupted(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
+    assert not interrupted(RuntimeError("worker interrupted by a signal: see its log"))
+    assert not interrupted(OSError("Interrupted system call"))
+
+
+def test_a_closed_stderr_stops_the_progress_bar_not_the_work(monkeypatch):
+    """`python -m core ingest ... |& head`: once head has gone, drawing the bar fails; the
+    ingest must go on (and end recorded as done), not stop as a failed job."""
+    from core.__main__ import _progress_bar
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Gone())
+    progress = _progress_bar("ingest")
+    for done in range(0, 101, 10):
+        progress(done, 100, "reading")
+    progress.close()
 
 
 # ---------------------------------------------------------------- one writer

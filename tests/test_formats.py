@@ -57,6 +57,18 @@ def test_detect_format_by_layout(tmp_path):
     assert detect_format(tmp_path, None) == "yolo"
 
 
+@pytest.mark.parametrize("name", ["labels.tsv", "labels.txt", "data.yaml", "no_such_folder"])
+def test_detect_format_refuses_an_annotation_file_of_no_known_kind(tmp_path, name):
+    """A --labels file that auto cannot place is an error, never an imagefolder ingest that
+    quietly drops the labels the user asked for."""
+    write_png(tmp_path / "cat" / "a.png", 4, 4)
+    if "." in name:
+        (tmp_path / name).write_text("a.png\tcat\n")
+    with pytest.raises(FormatError, match=f"cannot tell the format of the annotation file "
+                                          f".*{name}: auto knows .*Choose the format"):
+        detect_format(tmp_path, tmp_path / name)
+
+
 def test_detect_format_images_alone_are_an_unlabelled_imagefolder(tmp_path):
     write_png(tmp_path / "a.png", 4, 4)
     assert detect_format(tmp_path, None) == "imagefolder"
@@ -108,6 +120,14 @@ def test_imagefolder_read_class_folders(tmp_path):
     assert [(r["path"], r["kind"], r["class_name"]) for r in rows_of(found)] == [
         ("cat/x.png", "class", "cat"), ("dog/y.png", "class", "dog")]
     assert found.splits is None
+    assert found.problems == [{"file": "loose.png", "action": "noted", "location": None,
+                               "reason": "not in a class folder: ingested without a label"}]
+
+
+def test_imagefolder_images_alone_are_not_noted(tmp_path):
+    write_png(tmp_path / "a.png", 4, 4)
+    write_png(tmp_path / "b.png", 4, 4)
+    assert imagefolder.read(tmp_path).problems == []
 
 
 def test_imagefolder_read_split_then_class(tmp_path):
@@ -168,10 +188,10 @@ def test_csvlabels_read_a_second_row_for_an_image_and_annotator_is_a_problem(tmp
         ("a.png", "cat", "alice"), ("a.png", "dog", "bob"), ("b.png", "cat", None)]
     assert reasons(found) == [
         ("line 3", "a second label 'dog' for a.png by the same annotator; line 2 gave 'cat', "
-                   "which is kept (one row per image and annotator)", "skipped"),
+                   "the first row counts (one row per image and annotator)", "skipped"),
         ("line 4", "repeats line 2 (one row per image and annotator)", "skipped"),
         ("line 7", "a second label 'dog' for b.png by the same annotator; line 6 gave 'cat', "
-                   "which is kept (one row per image and annotator)", "skipped")]
+                   "the first row counts (one row per image and annotator)", "skipped")]
 
 
 def test_csvlabels_read_missing_column_raises(tmp_path):

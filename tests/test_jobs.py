@@ -55,6 +55,40 @@ def test_start_job_runs_in_background_and_can_be_cancelled(con):
     assert catalog.job_row(con, job_id)["status"] == "cancelled"
 
 
+def test_start_job_alone_lets_one_of_many_simultaneous_starts_through(con):
+    """Eight sessions press "Start ingest" at the same moment: one job starts, seven are told
+    which job runs. A check before the start, apart from it, lets several through."""
+    release, gate = threading.Event(), threading.Barrier(8)
+    started, refused = [], []
+
+    def press() -> None:
+        gate.wait(10)
+        try:
+            started.append(jobs.start_job(con, "ingest", {}, lambda c, p, j: release.wait(30),
+                                          alone=True))
+        except jobs.JobBusy as err:
+            refused.append(err)
+
+    presses = [threading.Thread(target=press) for _ in range(8)]
+    for thread in presses:
+        thread.start()
+    for thread in presses:
+        thread.join(30)
+    try:
+        assert len(started) == 1 and len(refused) == 7
+        assert {err.job_id for err in refused} == set(started)
+        assert str(refused[0]) == (f"Ingest job {started[0]} is still running: wait until it "
+                                   "has finished, then start the next one")
+        other = jobs.start_job(con, "export", {}, lambda c, p, j: None, alone=True)
+    finally:
+        release.set()
+        jobs.wait(started[0], timeout=30)
+    again = jobs.start_job(con, "ingest", {}, lambda c, p, j: None, alone=True)  # free again
+    for job_id in (other, again):
+        jobs.wait(job_id, timeout=30)
+        assert catalog.job_row(con, job_id)["status"] == "done"
+
+
 def test_mark_interrupted_jobs_fails_leftovers(con):
     job_id = catalog.create_job(con, "ingest", {})
     catalog.mark_interrupted_jobs(con)

@@ -71,11 +71,11 @@ def test_import_labels_zero_area_box_kept_and_flagged(con, tmp_path):
         ("d/given", "box", "cat", 7.0, 7.0, 0.0, 0.0, None, "zero-area box (0 x 0 px)")]
 
 
-def test_import_labels_negative_size_box_flagged_as_such(con, tmp_path):
+def test_import_labels_inverted_box_flagged_as_such(con, tmp_path):
     source = voc_source(tmp_path, [("cat", 9, 5, 4, 9)])  # xmax left of xmin
     assert ingest(con, source, fmt="voc", dataset="d").problems == {"flagged": 1}
-    assert current(con, "d") == [
-        ("d/given", "box", "cat", 9.0, 5.0, -5.0, 4.0, None, "zero-area box (-5 x 4 px, negative size)")]
+    assert current(con, "d") == [("d/given", "box", "cat", 9.0, 5.0, -5.0, 4.0, None,
+                                  "inverted box (-5 x 4 px: it ends before it starts)")]
 
 
 def coco_source(folder, segmentations: list) -> tuple:

@@ -136,6 +136,48 @@ def test_overview_refuses_a_second_ingest_while_one_runs(tmp_path):
     assert ingest_on_overview(at, tmp_path / "shapes") > running  # once it has ended
 
 
+def loose_images_catalog(folder: Path, loose: int = 1005) -> Path:
+    """A catalog of dataset 'pets': one image in class folder cat/, `loose` beside it."""
+    from core.ingest import ingest
+
+    source = folder / "pets"
+    (source / "cat").mkdir(parents=True)
+    Image.new("RGB", (2, 2)).save(source / "cat" / "in_class.png")
+    for k in range(loose):
+        Image.new("L", (1, 1), k % 256).save(source / f"loose_{k:04d}.png")
+    db = folder / "c.duckdb"
+    with catalog.open_catalog(db) as con:
+        ingest(con, source, fmt="imagefolder", dataset="pets", workers=1)
+    return db
+
+
+def test_overview_counts_every_problem_and_lists_the_first_thousand(tmp_path):
+    """1,005 images lying beside a class folder are each noted; the page counts all of them,
+    shows the first 1,000 and offers all as CSV (the command line sends people there)."""
+    db = loose_images_catalog(tmp_path)
+    with catalog.open_catalog(db, read_only=True) as con:
+        dataset_id = catalog.find_dataset(con, "pets").dataset_id
+        assert catalog.problem_count(con, dataset_id) == 1005
+        every = catalog.problem_table(con, dataset_id, limit=None)
+        assert len(every) == 1005 and set(every["action"]) == {"noted"}
+    at = _app(str(db), dataset="pets")
+    [expander] = [e for e in at.expander if "annotation problems" in e.label]
+    assert expander.label == "Unreadable files (0) and annotation problems (1,005)"
+    assert any(m.value == "**Annotation problems** (1,005): the first 1,000 shown, all in the CSV"
+               for m in at.markdown)
+
+
+def test_overview_grid_page_follows_a_narrower_filter(tmp_path):
+    """On page 21 of all images, choosing a class with one image shows its one page."""
+    at = _app(str(loose_images_catalog(tmp_path)), dataset="pets")
+    at.number_input(key="grid_page").set_value(21).run()
+    assert at.caption[-1].value == "1,006 images; showing 46 from #961"
+    at.selectbox(key="grid_class").set_value("cat").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="grid_page").value == 1
+    assert at.caption[-1].value == "1 image; showing 1 from #1"
+
+
 def test_duplicates_page_counts_cifar_pairs(demo_catalog):
     db, kind = demo_catalog
     if kind != "shared":

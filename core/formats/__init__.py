@@ -119,6 +119,9 @@ def detect_format(source: Path, labels: Path | None) -> str:
             return "csv"
         if labels.is_dir() and any(labels.glob("*.xml")):
             return "voc"
+        raise FormatError(f"cannot tell the format of the annotation file {labels}: auto "
+                          "knows .json (COCO or Label Studio), .xml (CVAT), .csv and a folder "
+                          "of VOC .xml files. Choose the format with --format")
     if (source / "labels").is_dir() and ((source / "data.yaml").exists()
                                          or (source / "classes.txt").exists()):
         return "yolo"

@@ -66,7 +66,7 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
                 problems.append(problem(labels, (
                     f"repeats line {seen[0]}" if seen[1] == label else
                     f"a second label {label!r} for {image} by the same annotator; line "
-                    f"{seen[0]} gave {seen[1]!r}, which is kept") + " (one row per image and "
+                    f"{seen[0]} gave {seen[1]!r}, the first row counts") + " (one row per image and "
                     "annotator)", location=where))
                 continue
             rows.append({"path": path, "annotator": annotator or None, "kind": "class",
