@@ -124,6 +124,7 @@ def dumps(value, **options) -> str:
 def cmd_ingest(args) -> int:
     from core import ingest, jobs
 
+    ingest.check_source(args.source, args.labels)  # a mistyped folder creates no catalog
     con = catalog.open_catalog(args.db, program="python -m core ingest")
     params = {k: str(v) for k, v in vars(args).items() if k not in ("func",) and v is not None}
     bar = None if args.json else _progress_bar("ingest")
@@ -147,6 +148,9 @@ def cmd_ingest(args) -> int:
               f"{summary.added} added, {summary.unchanged} unchanged, {summary.changed} changed, "
               f"{summary.unreadable} unreadable; labels: {summary.labels_added} added, "
               f"{summary.labels_unchanged} already present")
+        if summary.moved:
+            print(f"{summary.moved:,} image{'s' if summary.moved != 1 else ''} already in the "
+                  f"catalog moved to split {args.split}")
         _print_problems(summary.examples, summary.problems)
     return 0 if summary.ingested_anything else 1
 

@@ -6,6 +6,7 @@ Entry points: `open_catalog(path)` for a connection, then the query functions wi
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -415,12 +416,25 @@ def _damaged(path: Path, detail: str) -> str:
 
 
 def _leave_holder_note(path: Path, program: str | None) -> None:
+    """Write who holds `path` beside it, for the message another process gets; removed when
+    this process ends (if it is still this process's note)."""
     note = {"pid": os.getpid(), "program": program or " ".join(os.sys.argv)[:200],
             "since": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}
     try:
         _holder_file(path).write_text(json.dumps(note))
     except OSError:
-        pass  # the note is a courtesy; DuckDB's own lock is what protects the file
+        return  # the note is a courtesy; DuckDB's own lock is what protects the file
+    atexit.register(_remove_holder_note, _holder_file(path), os.getpid())
+
+
+def _remove_holder_note(note: Path, pid: int) -> None:
+    if os.getpid() != pid:  # a forked child exiting: the note is its parent's
+        return
+    try:
+        if json.loads(note.read_text()).get("pid") == pid:
+            note.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _ensure_schema(con) -> None:

@@ -57,6 +57,7 @@ class IngestSummary:
     labels_unchanged: int
     problems: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
+    moved: int = 0  # images already in the catalog that `split` moved from another split
 
     @property
     def ingested_anything(self) -> bool:
@@ -353,6 +354,18 @@ def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Anno
         return fmt, Annotations(empty_labels(), problems=[problem(labels or source, str(err))])
 
 
+def check_source(source: str | Path, labels: str | Path | None) -> tuple[Path, Path | None]:
+    """(source, labels) as paths; FormatError when the folder or the annotation file is not
+    there (checked before a catalog is opened or created for them)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise FormatError(f"source {source} is not a folder")
+    labels = Path(labels) if labels else None
+    if labels is not None and not labels.exists():
+        raise FormatError(f"the annotation file or folder {labels} does not exist")
+    return source, labels
+
+
 def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | None = None,
            dataset: str | None = None, split: str | None = None, annotator: str | None = None,
            classes: list[str] | None = None, workers: int | None = None,
@@ -371,12 +384,7 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
         from core.rayengine import check_engine
 
         check_engine(engine)
-    source = Path(source)
-    if not source.is_dir():
-        raise FormatError(f"source {source} is not a folder")
-    labels = Path(labels) if labels else None
-    if labels is not None and not labels.exists():
-        raise FormatError(f"the annotation file or folder {labels} does not exist")
+    source, labels = check_source(source, labels)
     fmt, annotations = _read_source(source, fmt, labels)
     ds = catalog.get_or_create_dataset(con, dataset or source.resolve().name, source)
     prefix = _prefix_in_root(source, ds)
@@ -387,6 +395,14 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
     writer = ingest_images(con, source, paths, ds.dataset_id, split=split, job_id=job_id,
                            workers=workers or os.cpu_count() or 1, progress=progress,
                            prefix=prefix, engine=engine, ray_address=ray_address)
+    moved = 0
+    if split is not None and len(writer.known):  # a re-ingest naming the split: it applies to
+        # the images already there too (new ones have it), but for those whose annotations give
+        # their own split
+        named = _with_prefix(pd.DataFrame({"path": paths, "split": split}), prefix)
+        if annotations.splits is not None:
+            named = named[~named["path"].isin(annotations.splits["path"])]
+        moved = catalog.set_splits(con, ds.dataset_id, named)
     if annotations.splits is not None and len(annotations.splits):
         catalog.set_splits(con, ds.dataset_id, annotations.splits)
     if progress:
@@ -401,4 +417,4 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
     counts = writer.counts
     return IngestSummary(ds.name, fmt, len(paths), counts["added"], counts["unchanged"],
                          counts["changed"], len(writer.failed), added, unchanged,
-                         dict(Counter(p["action"] for p in problems)), problems[:20])
+                         dict(Counter(p["action"] for p in problems)), problems[:20], moved)

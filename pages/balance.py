@@ -7,6 +7,7 @@ import streamlit as st
 
 import ui
 from core import catalog
+from ui.canvas import class_colours
 from core.balance import imbalance, sampling_weights
 
 con = ui.get_cursor()
@@ -19,6 +20,7 @@ if dataset is None:
 resolved = ui.cached(catalog.resolved_counts, con, dataset.dataset_id)
 detail = ui.cached(catalog.label_counts, con, dataset.dataset_id)
 classes = ui.cached(catalog.class_table, con, dataset.dataset_id)["name"].tolist()
+colours = class_colours(classes)  # as on the Fix labels canvas and in the legends there
 kinds = resolved["kind"].unique().tolist()
 kind = st.radio("Count", kinds, horizontal=True, key="balance_kind",
                 format_func={"class": "image labels", "box": "boxes", "polygon": "polygons"}.get) \
@@ -58,14 +60,17 @@ if set(kinds) & {"box", "polygon"}:
     b1, b2 = st.columns(2)
     with b1:
         ui.plotly_chart_ui(px.histogram, geometry, x="w", color="class", nbins=50,
-                           title="Width (px)", key="box_w")
+                           title="Width (px)", key="box_w",
+                           color_discrete_map=colours, category_orders={"class": classes})
     with b2:
         ui.plotly_chart_ui(px.histogram, geometry, x="h", color="class", nbins=50,
-                           title="Height (px)", key="box_h")
+                           title="Height (px)", key="box_h",
+                           color_discrete_map=colours, category_orders={"class": classes})
     b3, b4 = st.columns(2)
     with b3:
         ui.plotly_chart_ui(px.histogram, geometry, x="aspect", color="class", nbins=50,
-                           title="Aspect (width / height)", key="box_aspect")
+                           title="Aspect (width / height)", key="box_aspect",
+                           color_discrete_map=colours, category_orders={"class": classes})
     with b4:
         ui.plotly_chart_ui(px.bar, ui.cached(catalog.objects_per_image, con, dataset.dataset_id),
                            x="objects", y="images", title="Objects per image",
@@ -97,4 +102,6 @@ except ValueError as err:
 else:
     st.dataframe(weights, hide_index=True)
     st.download_button("Download weights (CSV)", weights.to_csv(index=False),
-                       file_name=f"{dataset.name}-class-weights.csv", mime="text/csv")
+                       file_name=f"{dataset.name}-class-weights-"
+                                 f"{'uniform' if target is None else 'custom'}.csv",
+                       mime="text/csv")

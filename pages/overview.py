@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from core import catalog, ingest, jobs, rayengine
-from core.formats import READERS
+from core.formats import READERS, FormatError
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)
@@ -48,10 +48,13 @@ if request:
                              ray_address=request["ray_address"])
 
     try:  # one ingest at a time: two would write the same rows, and the second fail on them
+        ingest.check_source(request["source"], request["labels"])  # a typo: said at once
         job_id = jobs.start_job(ui.get_connection(), "ingest", request, work, alone=True)
         st.session_state.setdefault("my_jobs", []).append(job_id)
     except jobs.JobBusy as err:
         st.warning(f"{err}.")
+    except FormatError as err:
+        st.error(f"{str(err)[:1].upper()}{str(err)[1:]}.")
 ui.job_panel("my_jobs", refresh_page=True)  # the counts below change
 
 if dataset is None:

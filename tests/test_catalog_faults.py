@@ -222,3 +222,21 @@ def test_open_catalog_held_raises_catalog_busy(held):
     db, pid = held
     with pytest.raises(catalog.CatalogBusy, match=f"PID {pid}"):
         catalog.open_catalog(db, read_only=True)
+
+
+def test_holder_note_lives_as_long_as_its_process(tmp_path):
+    """The note naming the holder is there while a process holds the catalog, and gone when
+    that process has ended: no stale notes beside catalogs."""
+    db = tmp_path / "c.duckdb"
+    note = tmp_path / "c.duckdb.holder.json"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], cwd=REPO,
+                              stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        assert json.loads(note.read_text())["pid"] == holder.pid
+    finally:
+        holder.terminate()  # killed: its note stays until the next process replaces it
+        holder.wait()
+    closing = subprocess.run([sys.executable, "-c", "import sys; from core import catalog; "
+                              "catalog.open_catalog(sys.argv[1]).close()", str(db)], cwd=REPO)
+    assert closing.returncode == 0 and not note.exists()

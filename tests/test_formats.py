@@ -407,6 +407,19 @@ def test_yolo_read_split_subfolders(tmp_path):
     assert found.splits.to_dict("records") == [{"path": "images/train/one.png", "split": "train"}]
 
 
+def test_yolo_read_names_label_files_without_an_image(tmp_path):
+    source = make_yolo(tmp_path, "0 0.5 0.5 0.5 0.5\n", split="train")
+    (source / "labels" / "train" / "gone.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (source / "labels" / "classes.txt").write_text("cat\ndog\n")  # names kept beside labels
+    found = yolo.read(source)
+    assert [(r["path"], r["class_name"]) for r in rows_of(found)] == [
+        ("images/train/one.png", "cat")]
+    assert found.problems == [{
+        "file": str(source / "labels" / "train" / "gone.txt"), "location": None,
+        "action": "skipped",
+        "reason": "no image of this name in images/: its labels were not imported"}]
+
+
 def test_yolo_read_bad_lines_become_problems(tmp_path):
     source = make_yolo(tmp_path, "2 0.5 0.5 0.1 0.1\n"     # class index beyond the names
                                  "-1 0.5 0.5 0.1 0.1\n"

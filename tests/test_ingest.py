@@ -187,6 +187,25 @@ def test_ingest_split_class_layout(con, tmp_path):
     assert list(catalog.class_table(con, 1)["name"]) == ["cat", "dog"]
 
 
+def test_reingest_with_another_split_moves_the_images_it_names(con, tmp_path):
+    """`--split val` on a folder ingested as train moves its images (and says how many); the
+    split folders of an imagefolder still decide for the images below them."""
+    flat = tmp_path / "flat"
+    for k in range(3):
+        write_png(flat / f"{k}.png", 8, 8, seed=k)
+    assert ingest(con, flat, dataset="d", split="train").moved == 0
+    assert ingest(con, flat, dataset="d", split="val").moved == 3
+    assert con.execute("SELECT DISTINCT split FROM images").fetchall() == [("val",)]
+    again = ingest(con, flat, dataset="d", split="val")
+    assert (again.moved, again.added, again.unchanged) == (0, 0, 3)
+    source = labelled_source(tmp_path / "src")
+    ingest(con, source, fmt="imagefolder", dataset="e")
+    assert ingest(con, source, fmt="imagefolder", dataset="e", split="test").moved == 0
+    splits = dict(con.execute("""SELECT split, count(*) FROM images JOIN datasets
+        USING (dataset_id) WHERE name = 'e' GROUP BY 1""").fetchall())
+    assert splits == {"train": 8, "val": 1}
+
+
 def test_ingest_twice_adds_and_changes_nothing(con, tmp_path):
     source = labelled_source(tmp_path / "src")
     first = ingest(con, source, fmt="imagefolder", dataset="d")

@@ -114,6 +114,16 @@ def test_overview_ingest_runs_as_a_job(tmp_path):
     ingest_on_overview(at, _tiny_folder(tmp_path / "shapes"))
 
 
+def test_overview_names_a_missing_folder_at_once(tmp_path):
+    at = _app(str(tmp_path / "fresh.duckdb"))
+    at.text_input(key="ingest_source").set_value(str(tmp_path / "typo"))
+    at.button[0].click()
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"Source {tmp_path / 'typo'} is not a folder."]
+    assert "my_jobs" not in at.session_state  # no job was started to fail
+
+
 def test_overview_refuses_a_second_ingest_while_one_runs(tmp_path):
     """A second click on Start ingest (or another session's) while an ingest job runs gets a
     warning instead of a second job that would write the same rows."""
@@ -176,6 +186,30 @@ def test_overview_grid_page_follows_a_narrower_filter(tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert at.number_input(key="grid_page").value == 1
     assert at.caption[-1].value == "1 image; showing 1 from #1"
+
+
+def test_balance_box_charts_use_the_canvas_class_colours(tmp_path):
+    """A class has one colour everywhere: the box histograms use the Fix canvas's colours."""
+    import json
+
+    from core.ingest import ingest
+    from tests.fixtures import voc_xml, write_png
+    from ui.canvas import class_colours
+
+    source = tmp_path / "cells"
+    for k in range(3):
+        write_png(source / f"{k}.png", 40, 30)
+        (source / f"{k}.xml").write_text(voc_xml(f"{k}.png", [
+            ("WBC", 1, 1, 10 + k, 12), ("RBC", 5, 5, 20, 20 + k), ("RBC", 2, 2, 8, 9)]))
+    db = tmp_path / "c.duckdb"
+    with catalog.open_catalog(db) as con:
+        ingest(con, source, fmt="voc", dataset="cells", workers=1)
+        names = catalog.class_table(con, catalog.find_dataset(con, "cells").dataset_id)[
+            "name"].tolist()
+    at = _app(str(db), "pages/balance.py", dataset="cells")
+    [width] = [c for c in at.get("plotly_chart") if "Width (px)" in c.proto.spec]
+    traces = json.loads(width.proto.spec)["data"]
+    assert {t["name"]: t["marker"]["color"] for t in traces} == class_colours(names)
 
 
 def test_duplicates_page_counts_cifar_pairs(demo_catalog):

@@ -7,6 +7,7 @@ Entry point: `read(source, labels)`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -101,14 +102,27 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     if not images_dir.is_dir():
         raise FormatError(f"{source}: no images/ folder")
     paths = ["images/" + p for p in scan_images(images_dir)]
-    rows, problems, splits = [], [], []
+    rows, problems, splits, used = [], [], [], set()
     for path in paths:
         inner = Path(path).relative_to("images")
         if len(inner.parts) > 1 and inner.parts[0] in SPLIT_NAMES:
             splits.append({"path": path, "split": inner.parts[0]})
         label_file = (labels_dir / inner).with_suffix(".txt")
         if label_file.exists():
+            used.add(label_file)
             rows.extend(_read_label_file(label_file, path, names, problems))
+    problems.extend(problem(orphan, "no image of this name in images/: its labels were not "
+                                    "imported") for orphan in sorted(_label_files(labels_dir) - used))
     split_frame = pd.DataFrame(splits, columns=["path", "split"]) if splits else None
     return Annotations(labels_frame(rows), classes=names, images=paths, splits=split_frame,
                        problems=problems)
+
+
+def _label_files(labels_dir: Path) -> set[Path]:
+    """The .txt files below `labels_dir` (hidden ones and a classes.txt left out)."""
+    found = set()
+    for folder, dirs, files in os.walk(labels_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.update(Path(folder) / name for name in files if name.endswith(".txt")
+                     and not name.startswith(".") and name != "classes.txt")
+    return found
