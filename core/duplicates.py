@@ -300,10 +300,12 @@ def threshold_quality(pairs: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
 
 def duplicate_annotations(con, dataset: catalog.Dataset, *, min_iou: float = 0.9) -> pd.DataFrame:
     """Pairs of boxes of the same class on the same image, in the same layer, with IoU >=
-    `min_iou` (a double click). Columns: image_id, path, class, object_a, object_b, iou."""
+    `min_iou` (a double click). Columns: image_id, path, class, object_a, object_b, iou, and
+    for the fix annotator_id, class_id, event_b and the second box's x, y, w, h."""
     boxes = catalog.current_boxes(con, dataset.dataset_id)
     if boxes.empty:
-        return pd.DataFrame(columns=["image_id", "path", "class", "object_a", "object_b", "iou"])
+        return pd.DataFrame(columns=["image_id", "path", "class", "object_a", "object_b", "iou",
+                                     "annotator_id", "class_id", "event_b", "x", "y", "w", "h"])
     pairs = boxes.merge(boxes, on=["image_id", "annotator_id", "class_id"], suffixes=("_a", "_b"))
     pairs = pairs[pairs["object_id_a"] < pairs["object_id_b"]]
     ix = np.maximum(0, np.minimum(pairs["x_a"] + pairs["w_a"], pairs["x_b"] + pairs["w_b"])

@@ -77,7 +77,8 @@ if set(kinds) & {"box", "polygon"}:
                            key="box_per_image")
     heat = np.histogram2d(geometry["cy"].clip(0, 1), geometry["cx"].clip(0, 1), bins=20,
                           range=[[0, 1], [0, 1]])[0]
-    ui.plotly_chart_ui(px.imshow, heat, x=np.linspace(0, 1, 20), y=np.linspace(0, 1, 20),
+    centres = (np.arange(20) + 0.5) / 20  # each cell at its middle: 0.025 ... 0.975
+    ui.plotly_chart_ui(px.imshow, heat, x=centres, y=centres,
                        labels={"x": "centre x / width", "y": "centre y / height",
                                "color": "boxes"},
                        title="Where box centres fall in the image", key="box_heat")
@@ -88,12 +89,18 @@ sizes = sizes.assign(size=sizes["width"].astype(str) + "x" + sizes["height"].ast
 ui.plotly_chart_ui(px.bar, sizes.head(30), x="size", y="images", key="sizes")
 
 st.subheader("Rebalance")
+if kind != "class":
+    plural = {"box": "boxes", "polygon": "polygons"}[kind]
+    st.caption(f"Counted per {kind} ({per_class.sum():,} in all): one image holds {plural} of "
+               "several classes, so weights given to images can only approach these shares.")
 target_kind = st.radio("Target", ["uniform", "custom shares"], horizontal=True, key="target_kind")
 target = None
 if target_kind == "custom shares":
     edited = st.data_editor(pd.DataFrame({"class": per_class.index, "target_share":
-                                          (per_class / max(per_class.sum(), 1)).round(4).values}),
-                            hide_index=True, key="target_editor", disabled=["class"])
+                                          (per_class / max(per_class.sum(), 1)).values}),
+                            hide_index=True, key="target_editor", disabled=["class"],
+                            column_config={"target_share": st.column_config.NumberColumn(
+                                format="%.4f", min_value=0.0)})
     target = edited.set_index("class")["target_share"]
 try:
     weights = sampling_weights(per_class, target=target)

@@ -173,6 +173,10 @@ if len(batches):
 
 st.subheader("Duplicate annotations (same class, IoU >= 0.9)")
 doubles = ui.cached(duplicates.duplicate_annotations, con, dataset)
-st.dataframe(doubles, hide_index=True, key="dup_annotations")
+st.dataframe(doubles[["path", "class", "iou", "x", "y", "w", "h"]], hide_index=True,
+             key="dup_annotations", column_config={
+                 "iou": st.column_config.NumberColumn("IoU", format="%.3f"),
+                 **{c: st.column_config.NumberColumn(f"{c} (second box)", format="%.1f")
+                    for c in "xywh"}})
 if len(doubles) and st.button(f"Delete the second box of all {len(doubles)} pairs", key="dup_fix"):
     st.success(f"Deleted {duplicates.delete_duplicate_boxes(con, dataset, doubles, author=user)} boxes.")

@@ -30,7 +30,10 @@ with st.form("snapshot_form"):
         except catalog.CatalogError as err:
             st.error(str(err))
 table = ui.cached(catalog.snapshot_table, con, dataset.dataset_id)
-st.dataframe(table.drop(columns=["snapshot_id"]), hide_index=True, key="snapshot_table")
+st.dataframe(table[["name", "created_at", "author", "note", "labels"]], hide_index=True,
+             key="snapshot_table",
+             column_config={"created_at": "taken at",
+                            "labels": st.column_config.NumberColumn("labels then", format="%d")})
 points = [snapshots.NOW] + table["name"].tolist()
 
 st.subheader("The dataset as of a snapshot")

@@ -81,7 +81,9 @@ def test_export_page_diff_shows_counts_and_images(db):
     at = open_page(db)
     take_snapshot(at, "v1")
     assert "Snapshot 'v1'" in at.success[0].value
-    assert table_with(at, "note")["name"].tolist() == ["v1"]
+    snapshots = table_with(at, "note")
+    assert snapshots["name"].tolist() == ["v1"]
+    assert list(snapshots.columns) == ["name", "created_at", "author", "note", "labels"]
     assert [m.value for m in at.metric] == ["0", "0", "0"]  # v1 -> now: nothing yet
     add_box(db, path="images/val/c.png", annotator="alice", class_id=1)
     at.run()

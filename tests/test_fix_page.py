@@ -130,6 +130,25 @@ def test_fix_page_undo_takes_back_the_last_save(db):
     assert history["action"].tolist()[:2] == ["undo #2", "undo #2"]
 
 
+def test_fix_page_revert_offers_events_in_words_and_goes_back(db):
+    at = open_fix()
+    with catalog.open_catalog(db) as con:
+        rbc, wbc = shapes(view(con))
+        imported = [int(e) for e in edits.history_table(view(con))["event_id"]]
+    draw(at, [replace(rbc, x=15), wbc])
+    click(at, "fix_save")
+    revert = at.selectbox(key="fix_revert_to")  # options as shown: number, who, what
+    assert all(any(o.startswith(f"#{e} cells/given: ") for o in revert.options)
+               for e in imported)
+    revert.set_value(max(imported))
+    click(at, "fix_revert")
+    with catalog.open_catalog(db) as con:
+        v = view(con)
+        assert v.actions["kind"].tolist() == ["save", "revert"]
+        assert sorted((o.x, o.label) for o in shapes(v)) == sorted(
+            (o.x, o.label) for o in (rbc, wbc))
+
+
 def test_fix_page_conflict_message_then_keep_yours(db):
     at = open_fix()
     with catalog.open_catalog(db) as con:  # bob saves the image after alice opened it

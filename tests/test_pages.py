@@ -210,6 +210,40 @@ def test_balance_box_charts_use_the_canvas_class_colours(tmp_path):
     [width] = [c for c in at.get("plotly_chart") if "Width (px)" in c.proto.spec]
     traces = json.loads(width.proto.spec)["data"]
     assert {t["name"]: t["marker"]["color"] for t in traces} == class_colours(names)
+    assert any(c.value.startswith("Counted per box (9 in all)") for c in at.caption)
+    at.radio(key="target_kind").set_value("custom shares").run()  # starts at today's shares
+    assert not at.exception, [e.value for e in at.exception]
+    weights = at.dataframe[-1].value
+    assert weights["weight"].tolist() == [1.0, 1.0]  # exactly: the shares are not rounded
+
+
+def test_duplicates_page_lists_double_boxes_for_people(tmp_path):
+    """The double-click boxes table shows what a person reads (no internal ids); its button
+    deletes the second box of the pair."""
+    from core.ingest import ingest
+    from tests.fixtures import voc_xml, write_png
+
+    source = tmp_path / "cells"
+    write_png(source / "a.png", 40, 30)
+    (source / "a.xml").write_text(voc_xml("a.png", [("RBC", 2, 2, 20, 20), ("RBC", 2, 2, 20, 21),
+                                                    ("WBC", 25, 5, 35, 15)]))
+    db = tmp_path / "c.duckdb"
+    with catalog.open_catalog(db) as con:
+        ingest(con, source, fmt="voc", dataset="cells", workers=1)
+    at = _app(str(db), "pages/duplicates.py", dataset="cells")
+    [table] = [d.value for d in at.dataframe if "iou" in d.value.columns]
+    assert list(table.columns) == ["path", "class", "iou", "x", "y", "w", "h"]
+    assert table[["path", "class"]].values.tolist() == [["a.png", "RBC"]]
+    at.button(key="dup_fix").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(s.value == "Deleted 1 boxes." for s in at.success)
+    at.run()
+    [table] = [d.value for d in at.dataframe if "iou" in d.value.columns]
+    assert table.empty
+    at = _app(str(loose_images_catalog(tmp_path / "classes")), "pages/duplicates.py",
+              dataset="pets")  # no box at all: the table is there, empty
+    [table] = [d.value for d in at.dataframe if "iou" in d.value.columns]
+    assert table.empty
 
 
 def test_duplicates_page_counts_cifar_pairs(demo_catalog):

@@ -196,8 +196,10 @@ def history_ui(history, *, on_undo, on_revert) -> None:
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.button("Undo", key="fix_undo", shortcut="U", on_click=on_undo,
                help="Undo your last action on this image (with new events)")
-    row.selectbox("Revert your labels to after event", history["event_id"].tolist(),
-                  key="fix_revert_to", width=170)
+    described = {int(r["event_id"]): f"#{r['event_id']} {r['who']}: {r['what']}"[:80]
+                 for r in history.to_dict("records")}  # the history table's own words
+    row.selectbox("Revert your labels to after event", list(described), key="fix_revert_to",
+                  format_func=described.get, width=320)
     row.button("Revert", key="fix_revert", on_click=on_revert, disabled=history.empty)
     with st.expander(f"History ({len(history):,} events)", expanded=True):
         st.dataframe(history, hide_index=True, key="fix_history", height=260)
