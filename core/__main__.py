@@ -98,7 +98,7 @@ def _json_safe(value):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
-    if getattr(getattr(value, "dtype", None), "kind", "") in ("m", "M"):  # numpy dates, durations:
+    if isinstance(getattr(value, "dtype", None), np.dtype) and value.dtype.kind in ("m", "M"):
         # as text, not tolist()'s nanosecond integers; NaT as null
         return np.where(np.isnat(value), None, np.asarray(value).astype(str)).tolist()
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy value or array
@@ -124,7 +124,7 @@ def dumps(value, **options) -> str:
 def cmd_ingest(args) -> int:
     from core import ingest, jobs
 
-    ingest.check_source(args.source, args.labels)  # a mistyped folder creates no catalog
+    ingest.check_source(args.source, args.labels, args.format)  # a typo creates no catalog
     con = catalog.open_catalog(args.db, program="python -m core ingest")
     params = {k: str(v) for k, v in vars(args).items() if k not in ("func",) and v is not None}
     bar = None if args.json else _progress_bar("ingest")
@@ -150,7 +150,7 @@ def cmd_ingest(args) -> int:
               f"{summary.labels_unchanged} already present")
         if summary.moved:
             print(f"{summary.moved:,} image{'s' if summary.moved != 1 else ''} already in the "
-                  f"catalog moved to split {args.split}")
+                  f"catalog put in split {args.split} (undo: Duplicates page, Resolutions)")
         _print_problems(summary.examples, summary.problems)
     return 0 if summary.ingested_anything else 1
 
@@ -640,7 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="annotation file (csv, coco, labelstudio, cvat) "
                                                "or folder (voc)")
     p.add_argument("--dataset", help="dataset name (default: the folder's name)")
-    p.add_argument("--split", help="split of the new images (train, val, test, ...)")
+    p.add_argument("--split", help="split of the folder's images (train, val, test, ...); "
+                                   "images already in the catalog are moved to it, unless split "
+                                   "folders or a split column say otherwise")
     p.add_argument("--annotator", help="whose labels these are (default: DATASET/given)")
     p.add_argument("--classes", help="comma-separated class list; other classes are skipped")
     p.add_argument("--workers", type=_positive, help="reader processes (default: one per core)")

@@ -1043,6 +1043,22 @@ def append_image_events(con, dataset_id: int, frame: pd.DataFrame, *, author: st
     return len(frame)
 
 
+def move_paths_to_split(con, dataset_id: int, paths: list[str], split: str, *,
+                        author: str | None, reason: str, batch: str) -> int:
+    """Move the images at `paths` whose split (after earlier moves) is another one into `split`,
+    as one batch of move events (undone like any resolution). Returns how many moved."""
+    con.register("paths_to_move", pd.DataFrame({"path": pd.Series(paths, dtype=object)}))
+    ids = [r[0] for r in con.execute("""SELECT s.image_id FROM image_state s
+        JOIN paths_to_move p USING (path) WHERE s.dataset_id = ?
+          AND s.split IS DISTINCT FROM ? ORDER BY s.image_id""", [dataset_id, split]).fetchall()]
+    con.unregister("paths_to_move")
+    if ids:
+        append_image_events(con, dataset_id, pd.DataFrame(
+            {"image_id": ids, "action": "move", "split": split, "reason": reason}),
+            author=author, batch=batch)
+    return len(ids)
+
+
 def image_event_batches(con, dataset_id: int, *, limit: int = 50) -> pd.DataFrame:
     """Columns: batch, author, created_at, images, actions — resolutions, newest first."""
     return con.execute("""SELECT batch, any_value(author) AS author, max(created_at) AS created_at,

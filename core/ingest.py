@@ -57,7 +57,7 @@ class IngestSummary:
     labels_unchanged: int
     problems: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
-    moved: int = 0  # images already in the catalog that `split` moved from another split
+    moved: int = 0  # images already in the catalog that `split` put in that split
 
     @property
     def ingested_anything(self) -> bool:
@@ -354,15 +354,19 @@ def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Anno
         return fmt, Annotations(empty_labels(), problems=[problem(labels or source, str(err))])
 
 
-def check_source(source: str | Path, labels: str | Path | None) -> tuple[Path, Path | None]:
+def check_source(source: str | Path, labels: str | Path | None,
+                 fmt: str = "auto") -> tuple[Path, Path | None]:
     """(source, labels) as paths; FormatError when the folder or the annotation file is not
-    there (checked before a catalog is opened or created for them)."""
+    there, or `auto` cannot tell their format (checked before a catalog is opened or created,
+    or a job started, for them)."""
     source = Path(source)
     if not source.is_dir():
         raise FormatError(f"source {source} is not a folder")
     labels = Path(labels) if labels else None
     if labels is not None and not labels.exists():
         raise FormatError(f"the annotation file or folder {labels} does not exist")
+    if fmt == "auto":
+        detect_format(source, labels)  # names and a folder listing: cheap
     return source, labels
 
 
@@ -384,7 +388,7 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
         from core.rayengine import check_engine
 
         check_engine(engine)
-    source, labels = check_source(source, labels)
+    source, labels = check_source(source, labels, fmt)
     fmt, annotations = _read_source(source, fmt, labels)
     ds = catalog.get_or_create_dataset(con, dataset or source.resolve().name, source)
     prefix = _prefix_in_root(source, ds)
@@ -398,11 +402,14 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
     moved = 0
     if split is not None and len(writer.known):  # a re-ingest naming the split: it applies to
         # the images already there too (new ones have it), but for those whose annotations give
-        # their own split
-        named = _with_prefix(pd.DataFrame({"path": paths, "split": split}), prefix)
+        # their own split; as move events, which the Duplicates page lists and can undo
+        named = _with_prefix(pd.DataFrame({"path": paths}), prefix)["path"]
         if annotations.splits is not None:
-            named = named[~named["path"].isin(annotations.splits["path"])]
-        moved = catalog.set_splits(con, ds.dataset_id, named)
+            named = named[~named.isin(annotations.splits["path"])]
+        moved = catalog.move_paths_to_split(
+            con, ds.dataset_id, named.tolist(), split, author=user,
+            reason=f"ingest of {source} with split {split}",
+            batch=f"ingest-split-{catalog.now():%Y%m%d%H%M%S%f}")
     if annotations.splits is not None and len(annotations.splits):
         catalog.set_splits(con, ds.dataset_id, annotations.splits)
     if progress:

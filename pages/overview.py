@@ -24,7 +24,9 @@ def ingest_form_ui() -> dict | None:
             "Dataset", "", placeholder="the folder's name",
             help="A new dataset's name, or an existing dataset's to add the images to it"
                  + (f" (this page shows {dataset.name})" if dataset else ""))
-        split = left.text_input("Split for new images (optional)", "")
+        split = left.text_input("Split (optional)", "", help=(
+            "Split of the folder's images. Images already in the catalog are moved to it (undo "
+            "on the Duplicates page), unless split folders or a split column say otherwise."))
         annotator = right.text_input("Annotator (optional)", "")
         cluster = rayengine.configured_address()
         engine = left.selectbox(
@@ -48,7 +50,7 @@ if request:
                              ray_address=request["ray_address"])
 
     try:  # one ingest at a time: two would write the same rows, and the second fail on them
-        ingest.check_source(request["source"], request["labels"])  # a typo: said at once
+        ingest.check_source(request["source"], request["labels"], request["fmt"])  # at once
         job_id = jobs.start_job(ui.get_connection(), "ingest", request, work, alone=True)
         st.session_state.setdefault("my_jobs", []).append(job_id)
     except jobs.JobBusy as err:

@@ -89,6 +89,12 @@ def test_main_ingest_missing_labels_file_exits_2_before_ingesting(tmp_path, caps
     assert capsys.readouterr().err == (
         f"error: the annotation file or folder {tmp_path / 'votes.json'} does not exist\n")
     assert not db.exists()  # refused before a catalog was made for it
+    (tmp_path / "votes.tsv").write_text("a.png\tcat\n")
+    assert main(["ingest", str(tmp_path / "src"), "--db", str(db), "--labels",
+                 str(tmp_path / "votes.tsv")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: cannot tell the format of the annotations {tmp_path / 'votes.tsv'}: ")
+    assert not db.exists()
 
 
 def test_main_catalog_in_a_missing_folder_or_a_folder_exits_2(tmp_path, capsys):
@@ -186,10 +192,16 @@ def test_ctrl_c_during_demo_does_not_promise_a_resume(tmp_path, monkeypatch, cap
 
 
 def test_interrupted_tells_ctrl_c_from_other_errors():
+    import signal
+    import threading
+
     from core.jobs import interrupted
 
-    con = duckdb.connect()
-    con.interrupt()  # no statement running: nothing to stop
+    con = duckdb.connect()  # a real Ctrl-C (SIGINT) in the middle of a long statement
+    threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGINT]).start()
+    with pytest.raises(BaseException) as caught:
+        con.execute("SELECT count(*) FROM range(100000000000) a")
+    assert interrupted(caught.value), repr(caught.value)
     assert interrupted(KeyboardInterrupt())
     assert interrupted(RuntimeError("Query interrupted"))
     assert interrupted(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))

@@ -64,9 +64,14 @@ def test_detect_format_refuses_an_annotation_file_of_no_known_kind(tmp_path, nam
     write_png(tmp_path / "cat" / "a.png", 4, 4)
     if "." in name:
         (tmp_path / name).write_text("a.png\tcat\n")
-    with pytest.raises(FormatError, match=f"cannot tell the format of the annotation file "
+    with pytest.raises(FormatError, match=f"cannot tell the format of the annotations "
                                           f".*{name}: auto knows .*Choose the format"):
         detect_format(tmp_path, tmp_path / name)
+
+
+def test_detect_format_takes_a_yolo_labels_folder_given_by_name(tmp_path):
+    source = make_yolo(tmp_path, "0 0.5 0.5 0.5 0.5\n")
+    assert detect_format(source, source / "labels") == "yolo"
 
 
 def test_detect_format_images_alone_are_an_unlabelled_imagefolder(tmp_path):
@@ -120,7 +125,8 @@ def test_imagefolder_read_class_folders(tmp_path):
     assert [(r["path"], r["kind"], r["class_name"]) for r in rows_of(found)] == [
         ("cat/x.png", "class", "cat"), ("dog/y.png", "class", "dog")]
     assert found.splits is None
-    assert found.problems == [{"file": "loose.png", "action": "noted", "location": None,
+    assert found.problems == [{"file": str(tmp_path / "loose.png"), "action": "noted",
+                               "location": None,
                                "reason": "not in a class folder: ingested without a label"}]
 
 
@@ -417,7 +423,8 @@ def test_yolo_read_names_label_files_without_an_image(tmp_path):
     assert found.problems == [{
         "file": str(source / "labels" / "train" / "gone.txt"), "location": None,
         "action": "skipped",
-        "reason": "no image of this name in images/: its labels were not imported"}]
+        "reason": "no image of this name in images/ (or not of a type ingest reads): its "
+                  "labels were not imported"}]
 
 
 def test_yolo_read_bad_lines_become_problems(tmp_path):

@@ -190,18 +190,28 @@ def test_ingest_split_class_layout(con, tmp_path):
 def test_reingest_with_another_split_moves_the_images_it_names(con, tmp_path):
     """`--split val` on a folder ingested as train moves its images (and says how many); the
     split folders of an imagefolder still decide for the images below them."""
+    from core import duplicates
+
     flat = tmp_path / "flat"
     for k in range(3):
         write_png(flat / f"{k}.png", 8, 8, seed=k)
     assert ingest(con, flat, dataset="d", split="train").moved == 0
-    assert ingest(con, flat, dataset="d", split="val").moved == 3
-    assert con.execute("SELECT DISTINCT split FROM images").fetchall() == [("val",)]
+    write_png(flat / "new.png", 8, 8, seed=9)
+    moving = ingest(con, flat, dataset="d", split="val")
+    assert (moving.added, moving.moved) == (1, 3)
+    splits = "SELECT split, count(*) FROM image_state GROUP BY 1 ORDER BY 1"
+    assert con.execute(splits).fetchall() == [("val", 4)]
     again = ingest(con, flat, dataset="d", split="val")
-    assert (again.moved, again.added, again.unchanged) == (0, 0, 3)
+    assert (again.moved, again.added, again.unchanged) == (0, 0, 4)
+    ds = catalog.find_dataset(con, "d")  # the move is a resolution like any other: undone
+    [batch] = catalog.image_event_batches(con, ds.dataset_id)["batch"]
+    assert batch.startswith("ingest-split-")
+    duplicates.undo_resolution(con, ds, batch, author=None)
+    assert con.execute(splits).fetchall() == [("train", 3), ("val", 1)]
     source = labelled_source(tmp_path / "src")
     ingest(con, source, fmt="imagefolder", dataset="e")
     assert ingest(con, source, fmt="imagefolder", dataset="e", split="test").moved == 0
-    splits = dict(con.execute("""SELECT split, count(*) FROM images JOIN datasets
+    splits = dict(con.execute("""SELECT split, count(*) FROM image_state JOIN datasets
         USING (dataset_id) WHERE name = 'e' GROUP BY 1""").fetchall())
     assert splits == {"train": 8, "val": 1}
 

@@ -381,5 +381,6 @@ def _result_line(result_json: str | None) -> str:
     if not result_json:
         return ""
     result = json.loads(result_json)
-    keys = ["files", "added", "unchanged", "changed", "unreadable", "labels_added"]
-    return ", ".join(f"{k.replace('_', ' ')}: {result[k]}" for k in keys if k in result)
+    keys = ["files", "added", "unchanged", "changed", "unreadable", "labels_added", "moved"]
+    return ", ".join(f"{k.replace('_', ' ')}: {result[k]}" for k in keys
+                     if k in result and (k != "moved" or result[k]))

@@ -119,9 +119,12 @@ def detect_format(source: Path, labels: Path | None) -> str:
             return "csv"
         if labels.is_dir() and any(labels.glob("*.xml")):
             return "voc"
-        raise FormatError(f"cannot tell the format of the annotation file {labels}: auto "
-                          "knows .json (COCO or Label Studio), .xml (CVAT), .csv and a folder "
-                          "of VOC .xml files. Choose the format with --format")
+        if labels.is_dir() and (source / "images").is_dir():  # YOLO's labels/ given by name
+            return "yolo"
+        raise FormatError(f"cannot tell the format of the annotations {labels}: auto knows "
+                          ".json (COCO or Label Studio), .xml (CVAT), .csv, a folder of VOC "
+                          ".xml files and a YOLO labels folder beside images/. Choose the "
+                          "format")
     if (source / "labels").is_dir() and ((source / "data.yaml").exists()
                                          or (source / "classes.txt").exists()):
         return "yolo"

@@ -31,7 +31,7 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
     frame = labels_frame(rows)
     classes = sorted(frame["class_name"].unique()) if len(frame) else None
     # images alone are an unlabelled folder; beside class folders, likely a file out of place
-    problems = [problem(path, "not in a class folder: ingested without a label", action="noted")
-                for path in loose] if rows else []
+    problems = [problem(source / path, "not in a class folder: ingested without a label",
+                        action="noted") for path in loose] if rows else []
     return Annotations(frame, classes=classes, images=paths, problems=problems,
                        splits=pd.DataFrame(splits, columns=["path", "split"]) if by_split else None)
