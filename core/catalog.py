@@ -20,6 +20,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from core.config import home_dir
+
 SCHEMA_VERSION = 1
 _FILE_LOG = logging.getLogger("sieve.files")  # image paths refused as outside their root
 
@@ -337,6 +339,8 @@ def open_catalog(path: str | Path, *, read_only: bool = False, program: str | No
         raise CatalogError(f"no catalog at {path}: build one with `python -m core demo` or `ingest`")
     if path.is_dir():
         raise CatalogError(f"{path} is a folder: give the catalog's file, e.g. {path / 'sieve.duckdb'}")
+    if not read_only and not path.exists() and path.parent == home_dir(create=False):
+        home_dir()  # Sieve's own folder (the demo's): made on first use
     if str(path) != ":memory:" and not path.exists() and _missing(path.parent):
         raise CatalogError(f"cannot create the catalog {path}: the folder {path.parent} does not "
                            "exist")

@@ -16,13 +16,16 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("SIEVE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-def home_dir() -> Path:
-    """Sieve's working folder for catalogs and generated files (``SIEVE_HOME``, else ``.sieve/``)."""
+def home_dir(*, create: bool = True) -> Path:
+    """Sieve's working folder for catalogs and generated files (``SIEVE_HOME``, else ``.sieve/``),
+    made when `create` (not merely to name a default: `--help` writes nothing)."""
     path = Path(os.environ.get("SIEVE_HOME", REPO_ROOT / ".sieve"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def default_catalog_path() -> Path:
-    """The catalog the dashboard opens (``SIEVE_DB``, else the demo catalog)."""
-    return Path(os.environ.get("SIEVE_DB", home_dir() / "demo.duckdb"))
+    """The catalog the dashboard opens (``SIEVE_DB``, else the demo catalog); its folder is made
+    when the catalog is (`core.catalog.open_catalog`)."""
+    return Path(os.environ.get("SIEVE_DB", home_dir(create=False) / "demo.duckdb"))

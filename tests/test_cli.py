@@ -319,3 +319,18 @@ def test_main_ingest_workers_must_be_positive(tmp_path, capsys, workers):
         main(["ingest", str(tmp_path), "--db", str(tmp_path / "c.duckdb"), "--workers", workers])
     assert exit_.value.code == 2
     assert f"{workers!r} is not a whole number from 1 up" in capsys.readouterr().err
+
+
+def test_help_writes_nothing_and_the_first_write_makes_sieves_folder(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "SIEVE_HOME": str(home)}
+    env.pop("SIEVE_DB", None)
+    shown = subprocess.run([sys.executable, "-m", "core", "ingest", "--help"], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and str(home / "demo.duckdb") in "".join(shown.stdout.split())
+    assert not home.exists()  # naming the default catalog made no folder
+    write_good_images(tmp_path / "src")
+    made = subprocess.run([sys.executable, "-m", "core", "ingest", str(tmp_path / "src")],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert (home / "demo.duckdb").exists()
