@@ -356,7 +356,8 @@ with left:
     raw = image["path_bytes"] if isinstance(image["path_bytes"], bytes | bytearray) else None
     background = canvas.background_image(
         image["root"], image["path"], raw, scale=scale,
-        overlays=canvas.overlays(view.others, colours, people=show_people, models=show_models))
+        overlays=canvas.overlays(view.others, colours, people=show_people, models=show_models)
+        + canvas.flag_markers(view.working))
     drawing = to_drawing([o.shape() for o in view.working], scale=scale, colours=colours)
     canvas_key = f"fix_canvas_{image_id}_{view.based_on}_{scale:g}"
     canvas.canvas_ui(background, drawing, width=round(image["width"] * scale),

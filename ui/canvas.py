@@ -47,6 +47,15 @@ def _draw_overlay(draw, item: tuple, scale: float, font) -> None:
     """One overlay: (kind, coordinates, colour, caption, dashed); coordinates are (x, y, w, h)
     for a box, the points for a polygon, in image pixels."""
     kind, coords, colour, caption, dashed = item
+    if kind == "flag":  # a box too thin to see: a ring round where it is, and why
+        x, y, w, h = (v * scale for v in coords)
+        cx, cy = x + w / 2, y + h / 2
+        radius = max(9.0, abs(w) / 2, abs(h) / 2)
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=colour,
+                     width=2)
+        draw.text((cx + radius + 2, max(cy - 7, 0)), caption, fill=colour, font=font,
+                  stroke_width=2, stroke_fill="white")
+        return
     if kind == "box":
         x, y, w, h = (v * scale for v in coords)
         outline = [(x, y), (x + w, y), (x + w, y + h), (x, y + h), (x, y)]
@@ -135,6 +144,16 @@ def legend_ui(colours: dict[str, str]) -> None:
                     f'width:0.8em;height:0.8em;background:{colour};margin-right:0.3em"></span>'
                     f"{html.escape(name)}</span>" for name, colour in colours.items())
     st.html(f'<div style="font-size:0.85rem">{chips}</div>')
+
+
+FLAG_COLOUR = "#d62728"
+
+
+def flag_markers(labels) -> tuple:
+    """Overlays for the boxes being edited that have no area to see (zero width or height, or
+    inverted), each ringed with its flag: the canvas cannot show them."""
+    return tuple(("flag", (o.x, o.y, o.w, o.h), FLAG_COLOUR, f"{o.class_name}: {o.flag}", False)
+                 for o in labels if o.kind == "box" and o.flag and min(o.w, o.h) <= 0)
 
 
 def overlays(labels, colours: dict[str, str], *, people: bool, models: bool) -> tuple:
