@@ -1,5 +1,6 @@
 """The audit log: who changed what and when, across label events, image events, duplicate marks,
-snapshots, model runs, review queues and account changes (the catalog's `audit_log` view).
+snapshots, model runs, review queues, account changes and ingests (the catalog's `audit_log`
+view).
 
 Entry points: `audit_page(con, filters, page=...)` for one page of acts, newest first, and
 `activity(con, filters)` for each person's acts per day and per kind. Both are for leads.

@@ -1838,10 +1838,22 @@ FROM model_applications p JOIN model_runs r USING (run_id) WHERE p.rolled_back_a
 UNION ALL
 SELECT created_at, created_by, 'human', 'queue', dataset_id, 'create queue', name, kind FROM queues
 UNION ALL
-SELECT created_at, author, 'human', 'account', NULL, action, name, detail FROM user_events;
+SELECT created_at, author, 'human', 'account', NULL, action, name, detail FROM user_events
+UNION ALL
+SELECT j.started_at, json_extract_string(j.params, '$.user'), 'human', 'ingest', d.dataset_id,
+       'ingest (' || j.status || ')', json_extract_string(j.params, '$.source'),
+       CASE WHEN j.status = 'done' THEN
+           json_extract_string(j.result, '$.added') || ' added, '
+           || json_extract_string(j.result, '$.changed') || ' changed, '
+           || json_extract_string(j.result, '$.unreadable') || ' unreadable, '
+           || json_extract_string(j.result, '$.labels_added') || ' labels added'
+       ELSE j.error END
+FROM jobs j LEFT JOIN datasets d ON d.name = coalesce(json_extract_string(j.result, '$.dataset'),
+                                                      json_extract_string(j.params, '$.dataset'))
+WHERE j.kind = 'ingest';
 """
 
-AUDIT_KINDS = ("label", "image", "pair", "snapshot", "model", "queue", "account")
+AUDIT_KINDS = ("label", "image", "pair", "snapshot", "model", "queue", "account", "ingest")
 
 
 def count_users(con) -> int:

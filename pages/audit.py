@@ -1,6 +1,6 @@
 """Audit (leads): who changed what and when — label events, image events, duplicate marks,
-snapshots, model runs, review queues and account changes — filtered by person, dataset, kind and
-time, a page at a time; and each person's activity per day and per kind."""
+snapshots, model runs, review queues, account changes and ingests — filtered by person,
+dataset, kind and time, a page at a time; and each person's activity per day and per kind."""
 from datetime import datetime, time, timedelta
 
 import plotly.express as px

@@ -51,7 +51,9 @@ if request:
 
     try:  # one ingest at a time: two would write the same rows, and the second fail on them
         ingest.check_source(request["source"], request["labels"], request["fmt"])  # at once
-        job_id = jobs.start_job(ui.get_connection(), "ingest", request, work, alone=True)
+        job_id = jobs.start_job(ui.get_connection(), "ingest",  # who, for the audit log
+                                {**request, "user": st.session_state.get("user")}, work,
+                                alone=True)
         st.session_state.setdefault("my_jobs", []).append(job_id)
     except jobs.JobBusy as err:
         st.warning(f"{err}.")

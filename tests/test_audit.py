@@ -128,3 +128,33 @@ def test_audit_page_for_a_signed_in_lead(con, monkeypatch):
     assert at.dataframe[0].value["who"].tolist() == ["leo"] * 3
     at.multiselect(key="audit_kinds").set_value(["snapshot"]).run()
     assert at.dataframe[0].value["target"].tolist() == ["v1"]
+
+
+def test_audit_lists_ingests_with_who_and_what_they_did(tmp_path):
+    """An ingest (a job, from the command line or the Overview page) is an act too: who ran it,
+    on which folder, and what it added; a failed one with its error."""
+    from core import jobs
+    from core.formats import FormatError
+
+    write_png(tmp_path / "pets" / "cat" / "0.png", 8, 8, seed=1)
+    write_png(tmp_path / "pets" / "dog" / "0.png", 8, 8, seed=2)
+    con = catalog.open_catalog(tmp_path / "c.duckdb")
+    users.add_user(con, "root", "admin", by=None, password="a long password")
+    users.add_user(con, "leo", "lead", by="root", password="a long password")
+    params = {"source": str(tmp_path / "pets"), "user": "leo"}
+    jobs.run_job(con, "ingest", params, lambda c, p, j: ingest(
+        c, tmp_path / "pets", fmt="imagefolder", user="leo", job_id=j, workers=1))
+    with pytest.raises(FormatError):
+        jobs.run_job(con, "ingest", {"source": str(tmp_path / "gone"), "user": "leo"},
+                     lambda c, p, j: ingest(c, tmp_path / "gone", user="leo", job_id=j))
+    page = audit.audit_page(con, audit.AuditFilter(kinds=("ingest",)), user="leo")
+    rows = page.frame.sort_values("action")[["who", "dataset", "action", "target", "detail"]]
+    rows = rows.astype(object).where(rows.notna(), None)  # the failed one has no dataset
+    assert rows.to_dict("records") == [
+        {"who": "leo", "dataset": "pets", "action": "ingest (done)",
+         "target": str(tmp_path / "pets"),
+         "detail": "2 added, 0 changed, 0 unreadable, 2 labels added"},
+        {"who": "leo", "dataset": None, "action": "ingest (failed)",
+         "target": str(tmp_path / "gone"),
+         "detail": f"core.formats.FormatError: source {tmp_path / 'gone'} is not a folder"}]
+    con.close()
