@@ -53,8 +53,11 @@ def _draw_overlay(draw, item: tuple, scale: float, font) -> None:
         radius = max(9.0, abs(w) / 2, abs(h) / 2)
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=colour,
                      width=2)
-        draw.text((cx + radius + 2, max(cy - 7, 0)), caption, fill=colour, font=font,
-                  stroke_width=2, stroke_fill="white")
+        width, left = draw.textlength(caption, font=font), cx + radius + 3
+        if left + width > draw.im.size[0]:  # near the right edge: the caption on the left
+            left = max(cx - radius - 3 - width, 0)
+        draw.text((left, max(cy - 7, 0)), caption, fill=colour, font=font, stroke_width=2,
+                  stroke_fill="white")
         return
     if kind == "box":
         x, y, w, h = (v * scale for v in coords)
