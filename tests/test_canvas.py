@@ -23,10 +23,16 @@ def test_boxes_without_area_are_ringed_with_their_flag(tmp_path):
     markers = flag_markers(flagged + seen)
     assert [m[3] for m in markers] == ["RBC: zero-area box (0 x 0 px)",
                                        "RBC: inverted box (-3 x 4 px: it ends before it starts)"]
-    Image.new("RGB", (64, 48), "white").save(tmp_path / "a.png")
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "a.png")
+    edge = flag_markers([box(196, 20, 0, 0, "zero-area box (0 x 0 px)")])
     drawn = Image.open(io.BytesIO(background_image(str(tmp_path), "a.png", None, scale=2,
-                                                   overlays=markers[:1]))).convert("RGB")
+                                                   overlays=markers[:1] + edge))).convert("RGB")
     red = tuple(int(FLAG_COLOUR[k:k + 2], 16) for k in (1, 3, 5))
-    ring = [drawn.getpixel((60 + dx, 40)) for dx in range(-10, 11)]  # across the ring's left
+
+    def reddish(xs, y) -> bool:
+        return any(sum(abs(a - b) for a, b in zip(drawn.getpixel((x, y)), red)) < 60 for x in xs)
+
     assert drawn.getpixel((60, 40)) == (255, 255, 255)  # the centre stays clear
-    assert any(sum(abs(a - b) for a, b in zip(pixel, red)) < 60 for pixel in ring)
+    assert reddish(range(50, 71), 40)  # the ring, about 9 px round (60, 40)
+    assert reddish(range(80, 240), 40)  # its caption, to the right
+    assert reddish(range(220, 378), 40)  # at the right edge (392, 40): caption on the left
