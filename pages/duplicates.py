@@ -78,9 +78,15 @@ m3.metric("Exact copies (groups)", f"{report.exact['group'].nunique():,}")
 leak = report.leakage
 m4.metric("Images leaking across splits", f"{int(leak['images_a'].sum()) if len(leak) else 0:,}")
 if wide.pairs_listed and len(wide.pairs):
-    within = wide.pairs["distance"].value_counts().sort_index().cumsum()
-    st.plotly_chart(px.bar(x=within.index, y=within.values, labels={"x": "distance", "y": "pairs within"},
-                           height=220), key="dup_curve")
+    counts = wide.pairs["distance"].value_counts().sort_index()
+    whole = pd.api.types.is_integer_dtype(counts.index)  # hash bits; embeddings: cosine
+    if whole:  # every distance up to the threshold has its bar, gaps included
+        counts = counts.reindex(range(int(distance) + 1), fill_value=0)
+    within = counts.cumsum()
+    curve = px.bar(x=within.index, y=within.values, height=220,
+                   labels={"x": "distance", "y": "pairs within"})
+    curve.update_xaxes(range=[-0.5, distance + 0.5] if whole else [0, distance])
+    st.plotly_chart(curve, key="dup_curve")
 elif not wide.pairs_listed:
     st.info(f"{wide.pair_count:,} pairs are too many to list: groups and counts below; the pairs "
             f"of the group you open are listed (among its first {duplicates.GROUP_PAIR_MEMBERS}).")

@@ -289,6 +289,34 @@ def test_duplicates_page_computes_embeddings_as_a_job(tmp_path):
     assert at.selectbox(key="dup_method").value == "embedding"  # the default, now computed
 
 
+def test_duplicates_page_curve_spans_every_distance_to_the_threshold(tmp_path):
+    """7 copies of one picture: 21 pairs at distance 0, and so 21 within every distance up to
+    the threshold, each with its bar (the bars used to stop at the last distance seen)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from tests.test_duplicates import build_cluster_catalog
+
+    db = build_cluster_catalog(tmp_path / "c.duckdb", tmp_path / "same", train=5, test=2)
+    at = _app(str(db), "pages/duplicates.py", dataset="same")
+    at.selectbox(key="dup_method").set_value("phash").run()
+    at.slider(key="dup_distance_phash").set_value(6).run()
+
+    def values(array) -> list:  # plotly sends arrays as {dtype, bdata}: base64 bytes
+        if isinstance(array, dict):
+            return np.frombuffer(base64.b64decode(array["bdata"]), array["dtype"]).tolist()
+        return list(array)
+
+    [curve] = [c for c in at.get("plotly_chart") if "pairs within" in c.proto.spec]
+    figure = json.loads(curve.proto.spec)
+    bars = figure["data"][0]
+    assert values(bars["x"]) == [0, 1, 2, 3, 4, 5, 6]
+    assert values(bars["y"]) == [21] * 7
+    assert figure["layout"]["xaxis"]["range"] == [-0.5, 6.5]
+
+
 def test_duplicates_page_sends_groups_to_the_fix_queue(tmp_path):
     from tests.test_duplicates import build_cluster_catalog
 
