@@ -127,8 +127,8 @@ def _stage(progress, name: str):
 
 def build_demo(path: str | Path, *, progress=None, force: bool = False) -> dict:
     """Build the demo catalog at `path` unless a complete one is there; refuses (CatalogError)
-    to replace a catalog with datasets or accounts that is not a demo, unless `force`. Returns what it did:
-    {'path', 'demo': 'shared' | 'offline', 'built': bool, 'message'}."""
+    to replace a catalog with datasets or accounts that is not a demo, unless `force`. Returns
+    what it did: {'path', 'demo': 'shared' | 'offline', 'built': bool, 'message'}."""
     path = Path(path)
     if path.exists() and not force:
         con = catalog.open_catalog(path, read_only=True)

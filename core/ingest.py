@@ -344,8 +344,7 @@ def _with_prefix(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Annotations]:
-    if fmt == "auto":
-        fmt = detect_format(source, labels)
+    """The annotations of `source` in `fmt` (known by now: see `check_source`)."""
     if fmt in ("csv", "coco") and labels is None:
         raise FormatError(f"the {fmt} format needs --labels FILE")
     try:
@@ -355,10 +354,10 @@ def _read_source(source: Path, fmt: str, labels: Path | None) -> tuple[str, Anno
 
 
 def check_source(source: str | Path, labels: str | Path | None,
-                 fmt: str = "auto") -> tuple[Path, Path | None]:
-    """(source, labels) as paths; FormatError when the folder or the annotation file is not
-    there, or `auto` cannot tell their format (checked before a catalog is opened or created,
-    or a job started, for them)."""
+                 fmt: str = "auto") -> tuple[Path, Path | None, str]:
+    """(source, labels, format) with `auto` resolved; FormatError when the folder or the
+    annotation file is not there, or `auto` cannot tell their format (checked before a catalog
+    is opened or created, or a job started, for them)."""
     source = Path(source)
     if not source.is_dir():
         raise FormatError(f"source {source} is not a folder")
@@ -366,8 +365,8 @@ def check_source(source: str | Path, labels: str | Path | None,
     if labels is not None and not labels.exists():
         raise FormatError(f"the annotation file or folder {labels} does not exist")
     if fmt == "auto":
-        detect_format(source, labels)  # names and a folder listing: cheap
-    return source, labels
+        fmt = detect_format(source, labels)  # names and a folder listing: cheap
+    return source, labels, fmt
 
 
 def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | None = None,
@@ -388,7 +387,7 @@ def ingest(con, source: str | Path, *, fmt: str = "auto", labels: str | Path | N
         from core.rayengine import check_engine
 
         check_engine(engine)
-    source, labels = check_source(source, labels, fmt)
+    source, labels, fmt = check_source(source, labels, fmt)
     fmt, annotations = _read_source(source, fmt, labels)
     ds = catalog.get_or_create_dataset(con, dataset or source.resolve().name, source)
     prefix = _prefix_in_root(source, ds)

@@ -93,8 +93,8 @@ class JobBusy(Exception):
     """A job of this kind already runs, and only one may run at a time."""
 
     def __init__(self, kind: str, job_id: int) -> None:
-        super().__init__(f"{kind.capitalize()} job {job_id} is still running: wait until it has finished, "
-                         "then start the next one")
+        super().__init__(f"{kind.capitalize()} job {job_id} is still running: wait until it "
+                         "has finished, then start the next one")
         self.job_id = job_id
 
 

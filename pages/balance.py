@@ -7,8 +7,8 @@ import streamlit as st
 
 import ui
 from core import catalog
-from ui.canvas import class_colours
 from core.balance import imbalance, sampling_weights
+from ui.canvas import class_colours
 
 con = ui.get_cursor()
 dataset = ui.current_dataset(con)

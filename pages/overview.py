@@ -83,7 +83,6 @@ with right:
                  hide_index=True)
 
 
-
 def all_rows_csv(func, dataset_id: int):
     """A download's data, made when it is clicked: every row of `func`, not the page's first
     1,000 (the catalog read with a cursor of its own: the click comes outside a page run)."""

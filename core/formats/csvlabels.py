@@ -66,8 +66,8 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
                 problems.append(problem(labels, (
                     f"repeats line {seen[0]}" if seen[1] == label else
                     f"a second label {label!r} for {image} by the same annotator; line "
-                    f"{seen[0]} gave {seen[1]!r}, the first row counts") + " (one row per image and "
-                    "annotator)", location=where))
+                    f"{seen[0]} gave {seen[1]!r}, the first row counts")
+                    + " (one row per image and annotator)", location=where))
                 continue
             rows.append({"path": path, "annotator": annotator or None, "kind": "class",
                          "class_name": label, "label_file": str(labels), "location": where})

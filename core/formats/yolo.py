@@ -111,8 +111,9 @@ def read(source: Path, labels: Path | None = None) -> Annotations:
         if label_file.exists():
             used.add(label_file)
             rows.extend(_read_label_file(label_file, path, names, problems))
-    problems.extend(problem(orphan, "no image of this name in images/ (or not of a type "
-                                    "ingest reads): its labels were not imported") for orphan in sorted(_label_files(labels_dir) - used))
+    orphans = sorted(_label_files(labels_dir) - used)
+    problems.extend(problem(orphan, "no image of this name in images/ (or not of a type ingest "
+                                    "reads): its labels were not imported") for orphan in orphans)
     split_frame = pd.DataFrame(splits, columns=["path", "split"]) if splits else None
     return Annotations(labels_frame(rows), classes=names, images=paths, splits=split_frame,
                        problems=problems)
