@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the compiled thumbnail kernel (core/thumbnails.c): without a C compiler, Sieve computes the
+# same thumbnails with numpy, more slowly, and `python -m core.native` says so
+NATIVE := core/_thumbnails.so
 SIEVE_HOME ?= $(CURDIR)/.sieve
 DB ?= $(SIEVE_HOME)/demo.duckdb
 # the tests' own demo catalog: the dashboard's may have accounts, which page tests do not sign in to
@@ -21,26 +24,29 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-ray.txt
 	touch $(STAMP)
 
-$(DB): | $(STAMP)
+$(NATIVE): core/thumbnails.c core/native.py | $(STAMP)
+	$(PY) -m core.native
+
+$(DB): | $(STAMP) $(NATIVE)
 	$(PY) -m core demo --db $(DB)
 
-$(TEST_DB): | $(STAMP)
+$(TEST_DB): | $(STAMP) $(NATIVE)
 	$(PY) -m core demo --db $(TEST_DB)
 
-demo: $(STAMP)
+demo: $(STAMP) $(NATIVE)
 	$(PY) -m core demo --db $(DB)
 
-run: $(STAMP) $(DB)
+run: $(STAMP) $(NATIVE) $(DB)
 	SIEVE_DB=$(DB) SIEVE_ACCOUNTS=$(SIEVE_ACCOUNTS) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false \
 		--server.fileWatcherType none
 
-test: $(STAMP) $(TEST_DB)
+test: $(STAMP) $(NATIVE) $(TEST_DB)
 	SIEVE_DB=$(TEST_DB) $(PY) -m pytest -q tests
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(SIEVE_HOME)
+	rm -rf $(VENV) $(SIEVE_HOME) $(NATIVE)

@@ -6,6 +6,10 @@ in the same run and the same way, images per second of:
   size, rows in DuckDB), close it;
 - imagededup: `PHash().encode_images(folder)`;
 - bare decode: `Image.open(path).load()` for every file, in a pool of the same size (the floor).
+With --floor, also Sieve's ingest without its hashes: the same run with the grey image, the two
+Lanczos thumbnails and the hashes left out (constant thumbnails instead), which shows how much of
+the time the bare goal leaves for them. Only where Sieve reads the folder in its own process
+(threads, for big images): worker processes import the unchanged code, and the row says so.
 Each measurement runs in a fresh process (no warm pool or import carried over) and is timed there
 as wall time over the whole folder, with the file cache warmed by one read of every file first.
 Contenders take turns, each repeat in another order; the table gives medians. Then Sieve's
@@ -35,6 +39,7 @@ from core.config import shared_data_dir  # noqa: E402
 
 FOLDERS = ["cifar10-train/images", "cifar10-test/images", "bccd/images"]
 CONTENDERS = ["sieve", "imagededup", "bare"]
+FLOOR = "sieve-without-hashes"  # --floor: an extra contender
 QUICK_IMAGES = 5_000  # --quick: the first files by name of each folder
 SAMPLE, SAMPLE_ABOVE, SAMPLE_SEED = 5_000, 10_000, 0  # hash check: seeded sample of big folders
 
@@ -95,6 +100,24 @@ def time_sieve(source: Path, workers: int, db: Path) -> dict:
             "cpu": cpu_seconds() - cpu + worker_server_cpu()}
 
 
+def time_sieve_without_hashes(source: Path, workers: int, db: Path) -> dict:
+    """`time_sieve` with every decoded image's thumbnails replaced by constant ones (no grey
+    image, no resize: hashes are then meaningless). Counts the images that took the shortcut in
+    this process, so the report can tell a folder read by worker processes."""
+    from core import imageprobe
+
+    shortcut = {"images": 0}
+    constant = (bytes(32 * 32), bytes(9 * 8))
+
+    def no_thumbnails(image, numpy_resize):
+        shortcut["images"] += 1
+        return constant
+
+    imageprobe._grey_thumbnails = no_thumbnails
+    result = time_sieve(source, workers, db)
+    return {**result, "shortcut": shortcut["images"]}
+
+
 def worker_server_cpu() -> float:
     """CPU time of Sieve's worker server and of the workers it has reaped (they are its
     children, not ours); read from /proc, 0 where there is none."""
@@ -113,6 +136,8 @@ def run_child(args) -> None:
     source, workers = Path(args.source), args.workers
     if args.child == "sieve":
         result = time_sieve(source, workers, Path(args.db))
+    elif args.child == FLOOR:
+        result = time_sieve_without_hashes(source, workers, Path(args.db))
     elif args.child == "imagededup":
         result = time_imagededup(source, workers)
     else:
@@ -195,15 +220,18 @@ def hash_agreement(db: Path, source: Path, workers: int) -> dict:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def bench_folder(folder: Path, tmp: Path, *, quick: bool, repeats: int, workers: int) -> dict:
+def bench_folder(folder: Path, tmp: Path, *, quick: bool, repeats: int, workers: int,
+                 floor: bool = False) -> dict:
     """Every run of every contender on one folder, and the hash agreement of Sieve's catalog."""
     source = prepare_source(folder, tmp, quick=quick)
     warm_cache(source)
-    runs = {c: [] for c in CONTENDERS}
+    contenders = CONTENDERS + [FLOOR] * floor
+    runs = {c: [] for c in contenders}
     for repeat in range(repeats):
-        order = CONTENDERS[repeat % 3:] + CONTENDERS[:repeat % 3]  # each goes first in turn
+        turn = repeat % len(contenders)
+        order = contenders[turn:] + contenders[:turn]  # each goes first in turn
         for contender in order:
-            db = tmp / f"{folder.parent.name}-{repeat}.duckdb"  # Sieve's catalog of this repeat
+            db = tmp / f"{folder.parent.name}-{contender}-{repeat}.duckdb"
             result = measure(contender, source, workers, db)
             runs[contender].append(result)
             log(f"{folder.parent.name} repeat {repeat + 1}: {contender} {result['images']} images "
@@ -214,7 +242,8 @@ def bench_folder(folder: Path, tmp: Path, *, quick: bool, repeats: int, workers:
         raise RuntimeError(f"contenders saw different image counts in {source}: {images}")
     return {"folder": folder.relative_to(folder.parent.parent).as_posix(),
             "images": images["sieve"], "runs": runs,
-            "agreement": hash_agreement(db, source, workers)}
+            "agreement": hash_agreement(tmp / f"{folder.parent.name}-sieve-{repeats - 1}.duckdb",
+                                        source, workers)}
 
 
 def median_of(result: dict, contender: str, key: str) -> float:
@@ -240,6 +269,20 @@ def cpu_row(result: dict) -> str:
             f"{cpu['bare'] / cpu['sieve']:.2f} |")
 
 
+def floor_row(result: dict) -> str:
+    """Sieve without its hashes against the bare loop, and what the goal (1.5x the bare time)
+    leaves for the grey image, the thumbnails and the hashes."""
+    runs = result["runs"][FLOOR]
+    if any(run["shortcut"] < run["images"] - run["unreadable"] for run in runs):
+        return (f"| {result['folder']} | n/a: read by worker processes, which import the "
+                "unchanged code | | | | |")
+    floor, bare = median_of(result, FLOOR, "seconds"), median_of(result, "bare", "seconds")
+    sieve = median_of(result, "sieve", "seconds")
+    left = 1.5 * bare - floor
+    return (f"| {result['folder']} | {floor:.3f} | {bare:.3f} | {bare / floor:.2f} | "
+            f"{sieve - floor:.3f} | {left:.3f} ({1e3 * left / result['images']:.2f} ms per image) |")
+
+
 def print_report(results: list[dict], args, started: str) -> None:
     subset = f" (--quick: the first {QUICK_IMAGES:,} files of each folder)" if args.quick else ""
     print(f"\nSieve ingest benchmark: {args.workers} processes each, median of {args.repeats} "
@@ -259,9 +302,17 @@ def print_report(results: list[dict], args, started: str) -> None:
     print("\nSieve: scan, decode, sha256, phash, dhash, size, rows in DuckDB; imagededup: "
           "PHash().encode_images; bare: Image.open(path).load(). Hash agreement: stored phash "
           f"and dhash both equal imagehash's (sample: {SAMPLE:,} images, seed {SAMPLE_SEED}).")
+    if args.floor:
+        print("\nSieve without its hashes (grey image, thumbnails and hashes left out; --floor), "
+              "wall seconds, medians:\n")
+        print("| folder | Sieve without hashes | bare decode | bare / without hashes | "
+              "what the hashes cost in Sieve | left for them at 1.5x the bare time |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for result in results:
+            print(floor_row(result))
     for r in results:
         runs = ", ".join(f"{c} " + " / ".join(f"{x['seconds']:.2f}" for x in r["runs"][c])
-                         for c in CONTENDERS)
+                         for c in r["runs"])
         print(f"Runs (s) {r['folder']}: {runs}")
     command = [os.path.relpath(sys.executable, ROOT), "bench/ingest.py", *sys.argv[1:]]
     print(f"\nCommand: cd {ROOT} && {shlex.join(command)}")
@@ -297,7 +348,9 @@ def parse_args(argv: list[str]):
                         help="processes per contender (default: every core)")
     parser.add_argument("--folders", nargs="+", default=FOLDERS,
                         help="folders below the shared data folder")
-    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time Sieve's ingest without its hashes (see the docstring)")
+    parser.add_argument("--child", choices=CONTENDERS + [FLOOR], help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -313,7 +366,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="sieve-bench-ingest-") as tmp:
         for name in args.folders:
             results.append(bench_folder(data / name, Path(tmp), quick=args.quick,
-                                        repeats=args.repeats, workers=args.workers))
+                                        repeats=args.repeats, workers=args.workers,
+                                        floor=args.floor))
     print_report(results, args, started)
     return 0
 

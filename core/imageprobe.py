@@ -17,8 +17,10 @@ Speed without changing a pixel: plain JPEG and PNG files skip Pillow's header pa
 Python. A short walk over the markers (chunks) finds mode and size, then Pillow's own C decoder
 decodes the file with the arguments `Image.open` would give it. Anything unusual (Exif or XMP,
 ICC, MPO, 12-bit, palette or interlaced PNG, damaged data, ...) goes through `Image.open`.
-The Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once) and of big images are
-made by `resize_like_pillow`: Pillow's fixed-point arithmetic as exact float64 matrix products.
+The thumbnails of big images are made by the compiled kernel `core/thumbnails.c` (`core.native`)
+where it is built; the Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once), and
+of big images without the kernel, by `resize_like_pillow`: Pillow's fixed-point arithmetic as
+exact float64 matrix products.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from core import native
 
 _LANCZOS = Image.Resampling.LANCZOS
 _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit resampling (Resample.c)
@@ -343,8 +347,12 @@ def _decode_plain(data: bytes) -> Image.Image | None:
 
 def _grey_thumbnails(image: Image.Image, numpy_resize: bool) -> tuple[bytes, bytes | None]:
     """(32x32 grey pixels, 9x8 grey pixels); the 9x8 is None for a 32x32 image, whose batch
-    makes it at once (`resize_like_pillow`). `numpy_resize`: BLAS runs on one thread here, so
-    big images are resized by matrix products."""
+    makes it at once (`resize_like_pillow`). Big images go to the compiled kernel where it is
+    built (`core.native`); else, with `numpy_resize` (BLAS runs on one thread here), to matrix
+    products."""
+    made = native.grey_thumbnails(image)
+    if made is not None:
+        return made
     grey = image.convert("L")
     if grey.size == (32, 32):
         return grey.tobytes(), None

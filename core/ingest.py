@@ -7,6 +7,7 @@ writes to the catalog, batch by batch.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -22,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 from threadpoolctl import ThreadpoolController
 
-from core import catalog, users, workerpool
+from core import catalog, native, users, workerpool
 from core.formats import (Annotations, FormatError, detect_format, empty_labels, problem,
                           read_annotations, scan_images, utf8_text)
 from core.imageprobe import ProbeResult, probe_batch, probe_files
@@ -88,7 +89,8 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
               ray_address: str | None = None) -> Iterator[list[ProbeResult]]:
     """Probe files in order, a list of results at a time. Engine 'local': this process first
     reads a sample, in batches that double from 4 files until the batches after the first
-    (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read. Then it
+    (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read, or the
+    images are big and the rest would clearly take threads (twice THREADS_WORTH_S). Then it
     shares the rest out: among `workers` threads when the images are big (THREADS_FROM_PIXELS
     on average: decoding, converting, hashing and resizing them is C code that lets go of
     Python's lock) and reading the rest here would take over THREADS_WORTH_S, in chunks of
@@ -119,6 +121,9 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
         done, batch = stop, batch * 2
         decoded += [r.width * r.height for r in results if r.width]
         yield results
+        if workers > 1 and _big(decoded) and \
+                seconds / len(results) * (len(paths) - done) > 2 * THREADS_WORTH_S:
+            break  # big images, and plenty of work left: threads, whatever the time per file
     per_file = warm_seconds / warm_files if warm_files else seconds / done
     rest = list(zip(paths[done:], known_sha[done:]))
     readers = _readers(per_file * len(rest), decoded, workers)
@@ -134,10 +139,15 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
                                        workers)
 
 
+def _big(decoded: list[int]) -> bool:
+    """Whether the images decoded so far (their pixels) are big: then threads read the rest."""
+    return bool(decoded) and sum(decoded) / len(decoded) >= THREADS_FROM_PIXELS
+
+
 def _readers(seconds_here: float, decoded: list[int], workers: int) -> str:
     """'here', 'threads' or 'processes': who reads the rest of the files, given how long this
     process would take and the pixels of the images the sample decoded (see `probe_all`)."""
-    big = bool(decoded) and sum(decoded) / len(decoded) >= THREADS_FROM_PIXELS
+    big = _big(decoded)
     if workers <= 1 or seconds_here <= (THREADS_WORTH_S if big else POOL_WORTH_S):
         return "here"
     return "threads" if big else "processes"
@@ -149,11 +159,22 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def _one_blas_thread() -> tuple[contextlib.AbstractContextManager, bool]:
+    """(a context keeping numpy's BLAS on one thread, whether big images may be resized by
+    numpy meanwhile) for reading here or in threads: then a matrix product resizes them faster
+    than Pillow. With the compiled kernel (`core.native`) they need no BLAS: no limit, which
+    saves finding the BLAS libraries, and the few it leaves (much taller than wide) go to
+    Pillow."""
+    if native.available():
+        return contextlib.nullcontext(), False
+    return _blas().limit(limits=1, user_api="blas"), True
+
+
 def _probe_here(chunk: tuple[list, list]) -> list[ProbeResult]:
-    """One chunk read by this thread, numpy's BLAS on one thread meanwhile (as in the workers:
-    then a matrix product resizes big images faster than Pillow)."""
-    with _blas().limit(limits=1, user_api="blas"):
-        return probe_files(*chunk, numpy_resize=True)
+    """One chunk read by this thread (see `_one_blas_thread`)."""
+    limit, numpy_resize = _one_blas_thread()
+    with limit:
+        return probe_files(*chunk, numpy_resize=numpy_resize)
 
 
 def _look_big(paths: list) -> bool:
@@ -168,8 +189,9 @@ def _look_big(paths: list) -> bool:
 
 
 def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
-    with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=True), chunks)
+    limit, numpy_resize = _one_blas_thread()
+    with limit, ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=numpy_resize), chunks)
 
 
 def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:

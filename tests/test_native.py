@@ -1,0 +1,157 @@
+"""The compiled thumbnail kernel (core/thumbnails.c, through core.native): the same bytes as
+Pillow's `convert("L").resize(size, LANCZOS)`, for every size and mode, in threads too; and
+what building it does with and without a compiler."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import imageprobe, native
+
+LANCZOS = Image.Resampling.LANCZOS
+
+
+@pytest.fixture()
+def kernel():
+    """Skip where the kernel is not built; in CI (which builds it with `make test`) fail."""
+    if not native.available():
+        reason = "the compiled thumbnail kernel is not built (python -m core.native)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: `make test` builds it")
+        pytest.skip(reason)
+
+
+def pillow_thumbnails(image: Image.Image) -> tuple[bytes, bytes]:
+    grey = image.convert("L")
+    return grey.resize((32, 32), LANCZOS).tobytes(), grey.resize((9, 8), LANCZOS).tobytes()
+
+
+def picture(width: int, height: int, mode: str, kind: str, seed: int = 0) -> Image.Image:
+    """A test image: noise, coarse noise, a smooth gradient, or saturated blocks (all 0 or 255,
+    which the passes' negative lobes push below 0 and above 255: clipping)."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    elif kind == "coarse":
+        rgb = (rng.integers(0, 256, (height, width, 3)) // 64 * 85).astype(np.uint8)
+    elif kind == "gradient":
+        x = np.linspace(0, 255, width)[None, :, None]
+        y = np.linspace(0, 255, height)[:, None, None]
+        rgb = np.broadcast_to((x + y) / 2, (height, width, 3)).astype(np.uint8)
+    else:
+        cells = rng.integers(0, 2, (height // 7 + 1, width // 7 + 1, 3), dtype=np.uint8) * 255
+        rgb = np.repeat(np.repeat(cells, 7, axis=0), 7, axis=1)[:height, :width]
+    # frombytes: memory in Pillow's own blocks, as decoded images have
+    image = Image.frombytes("RGB", (width, height), np.ascontiguousarray(rgb).tobytes())
+    return image if mode == "RGB" else image.convert(mode)
+
+
+@pytest.mark.parametrize("size", [(33, 33), (640, 480), (641, 479), (480, 640), (1000, 40),
+                                  (97, 65), (48, 47), (333, 600)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("kind", ["noise", "coarse", "gradient", "saturated"])
+def test_kernel_equals_pillow(kernel, size, mode, kind):
+    image = picture(*size, mode, kind)
+    assert native.grey_thumbnails(image) == pillow_thumbnails(image)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "CMYK", "P", "LA", "I;16", "1"])
+def test_other_modes_go_through_pillows_grey(kernel, mode):
+    image = picture(200, 150, "RGB", "noise", seed=1).convert(mode)
+    assert native.grey_thumbnails(image) == pillow_thumbnails(image)
+
+
+def test_images_over_one_block_of_memory(kernel):
+    """Pillow keeps images over 16 MB in several blocks, which it does not export in one piece:
+    an RGB photo's grey image fits one block; a grey image that does not is copied."""
+    rgb = picture(3000, 2000, "RGB", "coarse")  # 24 MB: several blocks
+    assert native._pixels(rgb) is None
+    assert native.grey_thumbnails(rgb) == pillow_thumbnails(rgb)
+    grey = picture(4500, 4000, "L", "gradient")  # 18 MB of grey
+    assert native._pixels(grey) is None
+    assert native.grey_thumbnails(grey) == pillow_thumbnails(grey)
+
+
+@pytest.mark.parametrize("size", [(32, 500), (500, 32), (20, 20), (40, 1000)])
+def test_sizes_left_to_the_caller(kernel, size):
+    """32 pixels or fewer on a side, or so much taller than wide that Pillow resizes vertically
+    first: the kernel declines, and imageprobe's own path gives Pillow's bytes."""
+    image = picture(*size, "RGB", "noise")
+    assert native.grey_thumbnails(image) is None
+    made = imageprobe._grey_thumbnails(image, numpy_resize=True)
+    expected = pillow_thumbnails(image)
+    assert made[0] == expected[0]
+    assert made[1] in (expected[1], None)  # None: a 32x32 image's 9x8 is made with its batch
+
+
+def test_threads_with_different_sizes(kernel):
+    """Each thread keeps the weights of the last size it saw: several threads, several sizes."""
+    sizes = [(640, 480), (641, 479), (300, 200), (97, 65), (1024, 768)]
+    images = [picture(*size, "RGB", "noise", seed=k) for k, size in enumerate(sizes)]
+    expected = [pillow_thumbnails(image) for image in images]
+    wrong = []
+
+    def work(offset: int) -> None:
+        for step in range(20):
+            k = (offset + step) % len(images)
+            if native.grey_thumbnails(images[k]) != expected[k]:
+                wrong.append((offset, k))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+def test_probe_gives_the_same_hashes_without_the_kernel(kernel, tmp_path, monkeypatch):
+    paths = []
+    for k, (size, kind) in enumerate([((640, 480), "noise"), ((500, 375), "gradient"),
+                                      ((120, 90), "saturated")]):
+        path = tmp_path / f"photo-{k}.jpg"
+        picture(*size, "RGB", kind, seed=k).save(path, quality=90)
+        paths.append(str(path))
+    with_kernel = imageprobe.probe_files(paths, [None] * len(paths))
+    monkeypatch.setattr(native, "_kernel", lambda: None)
+    without = imageprobe.probe_files(paths, [None] * len(paths), numpy_resize=True)
+    assert [(r.phash, r.dhash) for r in with_kernel] == [(r.phash, r.dhash) for r in without]
+
+
+def test_build_load_and_a_stale_library(tmp_path):
+    if native.compiler() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no C compiler in CI: .ci/run installs gcc")
+        pytest.skip("no C compiler here")
+    source, library = tmp_path / "thumbnails.c", tmp_path / "lib" / "_thumbnails.so"
+    shutil.copy(native.SOURCE, source)
+    assert native.build(source, library) is None
+    assert native.load(library, source) is not None
+    assert os.stat(library).st_mode & 0o444 == 0o444  # readable by all who run this checkout
+    later = os.stat(library).st_mtime + 10
+    os.utime(source, (later, later))  # the source edited after the build: not loaded
+    assert native.load(library, source) is None
+
+
+def test_build_without_a_compiler(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CC", "no-such-compiler-anywhere")
+    assert "no C compiler" in native.build(native.SOURCE, tmp_path / "_thumbnails.so")
+    monkeypatch.setattr(native, "LIBRARY", tmp_path / "_thumbnails.so")
+    assert native.main([]) == 0  # make goes on: Sieve works without the kernel
+    assert "was not built (no C compiler" in capsys.readouterr().err
+    assert not (tmp_path / "_thumbnails.so").exists()
+
+
+def test_a_failing_compiler_says_why(tmp_path):
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    if native.compiler() is None:
+        pytest.skip("no C compiler here")
+    reason = native.build(broken, tmp_path / "_thumbnails.so")
+    assert reason and "failed" in reason and "error" in reason
+    assert list(tmp_path.iterdir()) == [broken]  # no half-written library left behind
