@@ -5,16 +5,17 @@ process, on one core, against the bare decode loop's `Image.open(...).load()`.
     .venv/bin/python bench/ingest_stages.py --folder cifar10-test/images --files 2000
 
 Each stage runs over the same files (bytes already in memory, except `read`), best of
---repeats passes (default 5), microseconds per image. "grey and its thumbnails" includes the conversion to grey:
-its 32x32 and 9x8 Lanczos thumbnails (a 32x32 image is its own, and its 9x8 is made with the
-batch's hashes). `probe_batch` is the whole per-file work of a reader (chunks of 256): the
+--repeats passes (default 5), microseconds per image. "grey and its thumbnails" includes the
+conversion to grey: its 32x32 and 9x8 Lanczos thumbnails (a 32x32 image is its own, and its 9x8
+is made with the batch's hashes), by the compiled kernel where it is built (core.native), and
+again by the numpy path Sieve takes without it. `probe_batch` is the whole per-file work of a reader (chunks of 256): the
 stages above and Python's bookkeeping.
 
 `--shortcuts` also times two ways to make a big JPEG's thumbnails faster that change pixels, and
-says how many of the folder's hashes would then differ from imagehash's (Sieve's exact path
-equals imagehash on every file, see bench/ingest.py): libjpeg's own grey output (the Y channel,
-no colour conversion) instead of RGB then `convert("L")`, and float32 passes instead of the
-exact fixed-point float64 ones.
+says how many of the folder's hashes would then differ from imagehash's (Sieve's exact paths,
+the compiled kernel and numpy, equal imagehash on every file, see bench/ingest.py): libjpeg's
+own grey output (the Y channel, no colour conversion) instead of RGB then `convert("L")`, and
+float32 passes instead of the exact fixed-point float64 ones.
 """
 from __future__ import annotations
 
@@ -59,7 +60,15 @@ def main() -> None:
 
     from PIL import Image
 
-    from core import imageprobe
+    from core import imageprobe, native
+
+    def numpy_path(image):
+        """`_grey_thumbnails` as it runs without the compiled kernel (core.native)."""
+        with_kernel, native._kernel = native._kernel, lambda: None
+        try:
+            return imageprobe._grey_thumbnails(image, True)
+        finally:
+            native._kernel = with_kernel
 
     paths = sorted(str(p) for p in folder.iterdir() if p.is_file())[:args.files]
     data = [Path(p).read_bytes() for p in paths]
@@ -77,8 +86,9 @@ def main() -> None:
          lambda d: imageprobe._decode_plain(d) or imageprobe._decode_with_pillow(d), data),
         ("bare: Image.open().load()", lambda d: Image.open(io.BytesIO(d)).load(), data),
         ("convert to grey", lambda image: image.convert("L"), images),
-        ("grey and its thumbnails", lambda image: imageprobe._grey_thumbnails(image, True),
-         images),
+        ("grey and its thumbnails" + (" (kernel)" if native.available() else ""),
+         lambda image: imageprobe._grey_thumbnails(image, True), images),
+        ("the same, numpy path (no kernel)", numpy_path, images),
     ]
     print(f"{len(paths)} files of {args.folder} ({images[0].width}x{images[0].height} "
           f"{images[0].mode}), microseconds per image, best of {args.repeats}:")
@@ -116,7 +126,7 @@ def print_shortcuts(data: list, exact: list, repeats: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from core import imageprobe
+    from core import imageprobe, native
 
     def jpeg_grey(d):  # libjpeg decodes the Y channel only
         mode, rawmode, width, height = imageprobe._jpeg_header(d)
@@ -127,7 +137,9 @@ def print_shortcuts(data: list, exact: list, repeats: int) -> None:
 
     if any(imageprobe._jpeg_header(d) is None for d in data):
         sys.exit("--shortcuts: every file must be a plain JPEG")
-    ways = [("RGB, convert, exact passes (Sieve)", rgb_grey, imageprobe._large_thumbnails),
+    ways = [("RGB, compiled kernel (Sieve)", imageprobe._decode_plain, native.grey_thumbnails)
+            ] * native.available() + [
+            ("RGB, convert, exact numpy passes", rgb_grey, imageprobe._large_thumbnails),
             ("RGB, convert, float32 passes", rgb_grey, float32_thumbnails),
             ("Y channel, exact passes", jpeg_grey, imageprobe._large_thumbnails),
             ("Y channel, float32 passes", jpeg_grey, float32_thumbnails)]

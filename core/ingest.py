@@ -90,7 +90,8 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
     """Probe files in order, a list of results at a time. Engine 'local': this process first
     reads a sample, in batches that double from 4 files until the batches after the first
     (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read, or the
-    images are big and the rest would clearly take threads (twice THREADS_WORTH_S). Then it
+    images are big and, by a batch after the first, the rest would clearly take threads (twice
+    THREADS_WORTH_S). Then it
     shares the rest out: among `workers` threads when the images are big (THREADS_FROM_PIXELS
     on average: decoding, converting, hashing and resizing them is C code that lets go of
     Python's lock) and reading the rest here would take over THREADS_WORTH_S, in chunks of
@@ -114,15 +115,15 @@ def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "loca
     while done < size and warm_seconds < SAMPLE_S:
         stop = min(done + batch, size)
         started = time.monotonic()
-        results = _probe_here((paths[done:stop], known_sha[done:stop]))
+        results = _probe_here((paths[done:stop], known_sha[done:stop]), sample=True)
         seconds = time.monotonic() - started
         if done:
             warm_files, warm_seconds = warm_files + stop - done, warm_seconds + seconds
         done, batch = stop, batch * 2
         decoded += [r.width * r.height for r in results if r.width]
         yield results
-        if workers > 1 and _big(decoded) and \
-                seconds / len(results) * (len(paths) - done) > 2 * THREADS_WORTH_S:
+        if workers > 1 and warm_files and _big(decoded) and \
+                warm_seconds / warm_files * (len(paths) - done) > 2 * THREADS_WORTH_S:
             break  # big images, and plenty of work left: threads, whatever the time per file
     per_file = warm_seconds / warm_files if warm_files else seconds / done
     rest = list(zip(paths[done:], known_sha[done:]))
@@ -159,22 +160,17 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _one_blas_thread() -> tuple[contextlib.AbstractContextManager, bool]:
-    """(a context keeping numpy's BLAS on one thread, whether big images may be resized by
-    numpy meanwhile) for reading here or in threads: then a matrix product resizes them faster
-    than Pillow. With the compiled kernel (`core.native`) they need no BLAS: no limit, which
-    saves finding the BLAS libraries, and the few it leaves (much taller than wide) go to
-    Pillow."""
-    if native.available():
-        return contextlib.nullcontext(), False
-    return _blas().limit(limits=1, user_api="blas"), True
-
-
-def _probe_here(chunk: tuple[list, list]) -> list[ProbeResult]:
-    """One chunk read by this thread (see `_one_blas_thread`)."""
-    limit, numpy_resize = _one_blas_thread()
-    with limit:
-        return probe_files(*chunk, numpy_resize=numpy_resize)
+def _probe_here(chunk: tuple[list, list], *, sample: bool = False) -> list[ProbeResult]:
+    """One chunk read by this thread, numpy's BLAS on one thread meanwhile (as in the workers:
+    then a matrix product resizes big images faster than Pillow, and the batches of small
+    images do not spin BLAS threads beside the reader processes). The sample, read before
+    any reader starts, needs no limit where the compiled kernel resizes big images: that
+    saves finding the BLAS libraries (9 ms) when threads, which need none either, read the
+    rest."""
+    if sample and native.available():
+        return probe_files(*chunk, numpy_resize=False)
+    with _blas().limit(limits=1, user_api="blas"):
+        return probe_files(*chunk, numpy_resize=True)
 
 
 def _look_big(paths: list) -> bool:
@@ -189,9 +185,13 @@ def _look_big(paths: list) -> bool:
 
 
 def _probe_in_threads(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:
-    limit, numpy_resize = _one_blas_thread()
+    """Chunks of big images read by `workers` threads. With the compiled kernel
+    (`core.native`) they need no BLAS, and the few it leaves (much taller than wide) go to
+    Pillow's resize; without it, numpy's matrix products resize them, BLAS on one thread."""
+    kernel = native.available()
+    limit = contextlib.nullcontext() if kernel else _blas().limit(limits=1, user_api="blas")
     with limit, ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=numpy_resize), chunks)
+        yield from pool.map(lambda chunk: probe_files(*chunk, numpy_resize=not kernel), chunks)
 
 
 def _probe_in_processes(chunks: list, workers: int) -> Iterator[list[ProbeResult]]:

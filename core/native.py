@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +33,7 @@ LIBRARY = Path(__file__).with_name("_thumbnails.so")
 VERSION = 1  # SIEVE_THUMBNAILS_VERSION in thumbnails.c
 # No fused multiply-adds (they would change the weights' last bits, and so pixels); -O3 for the
 # vectorised passes, which thumbnails.c also compiles for AVX2 and AVX-512 (chosen at load).
-CFLAGS = ["-O3", "-ffp-contract=off", "-fPIC", "-shared"]
+CFLAGS = ["-O3", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
 _UINT8_P = ctypes.POINTER(ctypes.c_uint8)
 
 
@@ -96,9 +98,9 @@ def load(library: Path = LIBRARY, source: Path = SOURCE):
         lib = ctypes.CDLL(str(library))
         if lib.sieve_thumbnails_version() != VERSION:
             return None
+        function = lib.sieve_thumbnails
     except (OSError, AttributeError):
         return None
-    function = lib.sieve_thumbnails
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
                          ctypes.c_int, _UINT8_P, _UINT8_P]
@@ -107,7 +109,29 @@ def load(library: Path = LIBRARY, source: Path = SOURCE):
 
 @lru_cache(maxsize=1)
 def _kernel():
-    return load()
+    """The kernel, once it has given Pillow's bytes on two test images here (a platform whose
+    compiler or Pillow build rounds otherwise gets the numpy path, with a warning)."""
+    function = load()
+    if function is not None and not agrees_with_pillow(function):
+        warnings.warn(f"{LIBRARY} gives other thumbnails than this Pillow: Sieve computes them "
+                      "with numpy instead", RuntimeWarning, stacklevel=2)
+        return None
+    return function
+
+
+def agrees_with_pillow(function) -> bool:
+    """Whether `function` (the kernel) makes Pillow's thumbnails of a noise image and of a
+    black-and-white one (whose passes clip), 211x157 RGB: a millisecond, once a process."""
+    noise = random.Random(0).randbytes(211 * 157 * 3)
+    black_white = noise.translate(bytes(0 if b < 128 else 255 for b in range(256)))
+    for pixels in (noise, black_white):
+        image = Image.frombytes("RGB", (211, 157), pixels)
+        grey = image.convert("L")
+        expected = (grey.resize((32, 32), Image.Resampling.LANCZOS).tobytes(),
+                    grey.resize((9, 8), Image.Resampling.LANCZOS).tobytes())
+        if _run(function, image) != expected:
+            return False
+    return True
 
 
 def available() -> bool:
@@ -138,9 +162,13 @@ def grey_thumbnails(image: Image.Image) -> tuple[bytes, bytes] | None:
     """(32x32, 9x8) grey thumbnails of `image` (any mode Pillow converts to 'L'), equal to
     `image.convert("L").resize(size, Image.LANCZOS)`'s bytes; None when the kernel is not
     there or leaves this image to the caller."""
-    kernel = _kernel()
-    if kernel is None or image.width <= 32 or image.height <= 32:
+    if image.width <= 32 or image.height <= 32:
         return None
+    kernel = _kernel()
+    return None if kernel is None else _run(kernel, image)
+
+
+def _run(kernel, image: Image.Image) -> tuple[bytes, bytes] | None:
     if image.mode not in ("L", "RGB"):
         image = image.convert("L")
     found = _pixels(image)

@@ -19,6 +19,7 @@
  * Build with -ffp-contract=off: a fused multiply-add would change the weights' last bits.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,12 +110,45 @@ static int make_weights(Weights *w, int in_size, int out_size) {
     return 0;
 }
 
-/* The weights of the last image size each thread saw (folders mostly hold one size). */
-static _Thread_local Weights across32, across9, down32, down8;
-
 static int weights_for(Weights *w, int in_size, int out_size) {
     if (w->k && w->in_size == in_size && w->out_size == out_size) return 0;
     return make_weights(w, in_size, out_size);
+}
+
+/* The weights of the last image size each thread saw (folders mostly hold one size), freed
+ * when the thread ends: ingest starts new threads for every folder. */
+typedef struct {
+    Weights across32, across9, down32, down8;
+} ThreadWeights;
+
+static pthread_key_t weights_key;
+static pthread_once_t weights_once = PTHREAD_ONCE_INIT;
+static int weights_key_made;
+
+static void free_thread_weights(void *data) {
+    ThreadWeights *t = data;
+    free(t->across32.k);
+    free(t->across9.k);
+    free(t->down32.k);
+    free(t->down8.k);
+    free(t);
+}
+
+static void make_weights_key(void) {
+    weights_key_made = pthread_key_create(&weights_key, free_thread_weights) == 0;
+}
+
+static ThreadWeights *thread_weights(void) {
+    pthread_once(&weights_once, make_weights_key);
+    if (!weights_key_made) return NULL;
+    ThreadWeights *t = pthread_getspecific(weights_key);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (t && pthread_setspecific(weights_key, t) != 0) {
+        free(t);
+        return NULL;
+    }
+    return t;
 }
 
 /* ------------------------------------------------------------------ the passes */
@@ -248,8 +282,9 @@ int sieve_thumbnails(const uint8_t *pixels, int64_t row_bytes, int channels, int
     if (width <= 32 || height <= 32 || vertical_first(height, width, 32, 32) ||
         vertical_first(height, width, 9, 8))
         return -2;
-    if (weights_for(&across32, width, 32) || weights_for(&across9, width, 9) ||
-        weights_for(&down32, height, 32) || weights_for(&down8, height, 8))
+    ThreadWeights *t = thread_weights();
+    if (!t || weights_for(&t->across32, width, 32) || weights_for(&t->across9, width, 9) ||
+        weights_for(&t->down32, height, 32) || weights_for(&t->down8, height, 8))
         return -1;
     const int stride = 32 + 9; /* tmp: per row, the 32 outputs then the 9 */
     uint8_t *grey = malloc((size_t)ROWS * width);
@@ -265,11 +300,11 @@ int sieve_thumbnails(const uint8_t *pixels, int64_t row_bytes, int channels, int
         int rows = height - y0 < ROWS ? height - y0 : ROWS;
         grey_rows(pixels, row_bytes, channels, width, y0, rows, grey);
         transpose_block(grey, width, cols);
-        across(cols, &across32, tmp + (size_t)y0 * stride, stride, 0, rows);
-        across(cols, &across9, tmp + (size_t)y0 * stride, stride, 32, rows);
+        across(cols, &t->across32, tmp + (size_t)y0 * stride, stride, 0, rows);
+        across(cols, &t->across9, tmp + (size_t)y0 * stride, stride, 32, rows);
     }
-    down(tmp, stride, 0, 32, &down32, out32);
-    down(tmp, stride, 32, 9, &down8, out9x8);
+    down(tmp, stride, 0, 32, &t->down32, out32);
+    down(tmp, stride, 32, 9, &t->down8, out9x8);
     free(grey);
     free(cols);
     free(tmp);

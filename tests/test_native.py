@@ -155,3 +155,20 @@ def test_a_failing_compiler_says_why(tmp_path):
     reason = native.build(broken, tmp_path / "_thumbnails.so")
     assert reason and "failed" in reason and "error" in reason
     assert list(tmp_path.iterdir()) == [broken]  # no half-written library left behind
+
+
+def test_a_kernel_that_rounds_otherwise_is_not_used(kernel):
+    """`_kernel` checks the library against this Pillow before using it."""
+    real = native._kernel()
+    assert native.agrees_with_pillow(real)
+
+    def declines(*args):
+        return -2
+
+    def off_by_one(pixels, row_bytes, channels, height, width, out32, out9):
+        status = real(pixels, row_bytes, channels, height, width, out32, out9)
+        out32[5] = (out32[5] + 1) % 256
+        return status
+
+    assert not native.agrees_with_pillow(declines)
+    assert not native.agrees_with_pillow(off_by_one)
