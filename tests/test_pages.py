@@ -62,6 +62,19 @@ def test_overview_shows_demo_counts(demo_catalog):
         assert "MNIST" in _app(db).sidebar.info[0].value
 
 
+def test_audit_lists_the_demo_ingests(demo_catalog):
+    """The demo records its ingests as jobs, as the command line does: the audit log has them."""
+    from core import audit
+
+    db, kind = demo_catalog
+    con = catalog.open_catalog(db, read_only=True)
+    page = audit.audit_page(con, audit.AuditFilter(kinds=("ingest",)))
+    con.close()
+    assert set(page.frame["action"]) == {"ingest (done)"}
+    expected = {"cifar10": 2, "bccd": 1} if kind == "shared" else {"mnist": 1}
+    assert page.frame["dataset"].value_counts().to_dict() == expected
+
+
 def test_balance_shows_bccd_boxes(demo_catalog):
     db, kind = demo_catalog
     if kind != "shared":
