@@ -96,8 +96,25 @@ class ProbeBatch:
     def __len__(self) -> int:
         return len(self.path)
 
+    def __iter__(self):
+        return iter(self.results())
+
     def results(self) -> list[ProbeResult]:
         return [ProbeResult(*row) for row in zip(*(getattr(self, f) for f in _FIELDS))]
+
+    def take(self, rows) -> ProbeBatch:
+        """The batch of these rows (indices, in order); itself when they are all of its rows."""
+        if len(rows) == len(self):
+            return self
+        return ProbeBatch(*([column[k] for k in rows] for column in
+                            (getattr(self, f) for f in _FIELDS)))
+
+    @staticmethod
+    def concat(batches: list[ProbeBatch]) -> ProbeBatch:
+        if len(batches) == 1:
+            return batches[0]
+        return ProbeBatch(*([value for batch in batches for value in getattr(batch, f)]
+                            for f in _FIELDS))
 
 
 _FIELDS = [f.name for f in fields(ProbeResult)]

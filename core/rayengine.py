@@ -124,15 +124,14 @@ def _in_order(ray, submit: Callable, items: Iterable) -> Iterator:
 
 
 def probe_chunks(chunks: list[tuple[list, list]], *, address: str | None = None
-                 ) -> Iterator[list]:
+                 ) -> Iterator:
     """`core.imageprobe.probe_batch(paths, known_sha)` of every (paths, known_sha) chunk as Ray
-    tasks; yields each chunk's `ProbeResult`s in chunk order."""
+    tasks; yields each chunk's `ProbeBatch` in chunk order."""
     from core.imageprobe import probe_batch
 
     ray = connect(address)
     task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(probe_batch)
-    for batch in _in_order(ray, lambda chunk: task.remote(*chunk), chunks):
-        yield batch.results()
+    yield from _in_order(ray, lambda chunk: task.remote(*chunk), chunks)
 
 
 def _read_chunk(paths: list, size: int) -> np.ndarray:

@@ -67,9 +67,8 @@ def test_audit_lists_the_demo_ingests(demo_catalog):
     from core import audit
 
     db, kind = demo_catalog
-    con = catalog.open_catalog(db, read_only=True)
-    page = audit.audit_page(con, audit.AuditFilter(kinds=("ingest",)))
-    con.close()
+    with catalog.open_catalog(db) as con:  # shared with the pages' connection, when they have one
+        page = audit.audit_page(con, audit.AuditFilter(kinds=("ingest",)))
     assert set(page.frame["action"]) == {"ingest (done)"}
     expected = {"cifar10": 2, "bccd": 1} if kind == "shared" else {"mnist": 1}
     assert page.frame["dataset"].value_counts().to_dict() == expected
