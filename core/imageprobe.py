@@ -18,7 +18,8 @@ Python. A short walk over the markers (chunks) finds mode and size, then Pillow'
 decodes the file with the arguments `Image.open` would give it. Anything unusual (Exif or XMP,
 ICC, MPO, 12-bit, palette or interlaced PNG, damaged data, ...) goes through `Image.open`.
 The thumbnails of big images are made by the compiled kernel `core/thumbnails.c` (`core.native`)
-where it is built; the Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once), and
+where it is built, and plain 8-bit 'L' and 'RGB' PNGs skip Pillow altogether there: zlib
+inflates their rows and the kernel undoes the filters, converts and resizes (`_png_by_kernel`); the Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once), and
 of big images without the kernel, by `resize_like_pillow`: Pillow's fixed-point arithmetic as
 exact float64 matrix products.
 """
@@ -103,8 +104,8 @@ class ProbeBatch:
         return [ProbeResult(*row) for row in zip(*(getattr(self, f) for f in _FIELDS))]
 
     def take(self, rows) -> ProbeBatch:
-        """The batch of these rows (indices, in order); itself when they are all of its rows."""
-        if len(rows) == len(self):
+        """The batch of these rows (indices); itself for `range(len(batch))`."""
+        if rows == range(len(self)):
             return self
         return ProbeBatch(*([column[k] for k in rows] for column in
                             (getattr(self, f) for f in _FIELDS)))
@@ -362,6 +363,26 @@ def _decode_plain(data: bytes) -> Image.Image | None:
     return None
 
 
+def _png_by_kernel(data: bytes) -> tuple[int, int, str, tuple[bytes, bytes]] | None:
+    """(width, height, mode, thumbnails) of a plain 8-bit 'L' or 'RGB' PNG, without a Pillow
+    image: zlib inflates its rows, as many as the header says, and the compiled kernel undoes
+    the filters, converts to grey and resizes (Pillow's bytes, see core.native). None for
+    every other file, without the kernel, or when the rows fall short: Pillow reads it."""
+    if data[:8] != _PNG_SIGNATURE or not native.available():
+        return None
+    plain = _png_image(data)
+    if plain is None or plain[0] not in ("L", "RGB") or not _small_enough(*plain[1:3]):
+        return None
+    mode, width, height, compressed = plain
+    expected = height * (1 + width * (1 if mode == "L" else 3))
+    try:  # at most the rows the header promises, as Pillow's decoder reads (no zlib bomb)
+        rows = zlib.decompressobj().decompress(compressed, expected)
+    except zlib.error:
+        return None
+    thumbnails = native.png_thumbnails(rows, mode, width, height)
+    return None if thumbnails is None else (width, height, mode, thumbnails)
+
+
 def _grey_thumbnails(image: Image.Image, numpy_resize: bool) -> tuple[bytes, bytes | None]:
     """(32x32 grey pixels, 9x8 grey pixels); the 9x8 is None for a 32x32 image, whose batch
     makes it at once (`resize_like_pillow`). Big images go to the compiled kernel where it is
@@ -440,6 +461,10 @@ def _probe_one(path, known_sha: str | None = None,
     if not data:
         return (path, 0, sha, None, None, None, None, "empty file (0 bytes)", False), None
     try:
+        fast = _png_by_kernel(data)
+        if fast is not None:
+            width, height, mode, thumbnails = fast
+            return (path, len(data), sha, width, height, "PNG", mode, None, False), thumbnails
         image = _decode_plain(data)
         if image is None:
             image, mode = _decode_with_pillow(data)

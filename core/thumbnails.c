@@ -1,5 +1,7 @@
 /* Sieve's compiled thumbnail kernel: the 32x32 and 9x8 grey thumbnails behind phash and dhash,
- * equal byte for byte to Pillow 13's `image.convert("L").resize(size, Image.LANCZOS)`.
+ * equal byte for byte to Pillow 13's `image.convert("L").resize(size, Image.LANCZOS)`: of a
+ * decoded image (sieve_thumbnails), or of a plain PNG straight from its inflated rows, without
+ * a Pillow image (sieve_png_thumbnails: PNG's five row filters undone as Pillow's decoder does).
  *
  * Built by `python -m core.native` (the Makefile does it) into a shared library that
  * core/imageprobe.py loads with ctypes; without a C compiler Sieve computes the same bytes with
@@ -30,7 +32,7 @@
 #ifndef M_PI
 #define M_PI 3.14159265358979323846 /* as glibc's math.h, which Pillow's build uses */
 #endif
-#define SIEVE_THUMBNAILS_VERSION 1
+#define SIEVE_THUMBNAILS_VERSION 2
 #define PRECISION_BITS 22
 #define ROWS 32    /* rows of the image per block: two vectors of 16 int32 sums */
 #define MAX_OUT 32 /* outputs per axis */
@@ -118,7 +120,8 @@ static int weights_for(Weights *w, int in_size, int out_size) {
 /* The weights of the last image size each thread saw (folders mostly hold one size), freed
  * when the thread ends: ingest starts new threads for every folder. */
 typedef struct {
-    Weights across32, across9, down32, down8;
+    Weights across32, across9, down32, down8; /* the blocked passes of big images */
+    Weights h32, h9, v32, v8;                 /* the plain passes of small ones */
 } ThreadWeights;
 
 static pthread_key_t weights_key;
@@ -131,6 +134,10 @@ static void free_thread_weights(void *data) {
     free(t->across9.k);
     free(t->down32.k);
     free(t->down8.k);
+    free(t->h32.k);
+    free(t->h9.k);
+    free(t->v32.k);
+    free(t->v8.k);
     free(t);
 }
 
@@ -309,4 +316,142 @@ int sieve_thumbnails(const uint8_t *pixels, int64_t row_bytes, int channels, int
     free(cols);
     free(tmp);
     return 0;
+}
+
+/* ------------------------------------------------------------------ small images, PNG rows */
+
+/* Pillow's resize of a grey image (width x height) to out_w x out_h, pass by pass in its
+ * order; plain loops, for images small enough that the blocked passes would not pay. */
+static int resize_plain(const uint8_t *grey, int width, int height, int out_w, int out_h,
+                        Weights *wh, Weights *wv, uint8_t *out) {
+    int need_h = out_w != width, need_v = out_h != height;
+    if ((need_h && weights_for(wh, width, out_w)) || (need_v && weights_for(wv, height, out_h)))
+        return -1;
+    /* the first of two passes gives out_w x height or width x out_h pixels */
+    uint8_t *mid = malloc((size_t)(out_w > width ? out_w : width) *
+                          (size_t)(out_h > height ? out_h : height));
+    if (!mid) return -1;
+    const uint8_t *in = grey;
+    int w = width, h = height;
+    int order[2] = {0, 1}; /* 0: horizontal, 1: vertical */
+    if (vertical_first(height, width, out_w, out_h)) {
+        order[0] = 1;
+        order[1] = 0;
+    }
+    uint8_t *step_out[2];
+    int passes = need_h + need_v, done = 0;
+    step_out[0] = passes == 2 ? mid : out;
+    step_out[1] = out;
+    for (int n = 0; n < 2; n++) {
+        uint8_t *to = step_out[done];
+        if (order[n] == 0 && need_h) {
+            for (int y = 0; y < h; y++)
+                for (int i = 0; i < out_w; i++) {
+                    const int32_t *k = wh->k + (size_t)i * wh->ksize;
+                    const uint8_t *x = in + (size_t)y * w + wh->bounds[2 * i];
+                    int32_t acc = 1 << (PRECISION_BITS - 1);
+                    for (int t = 0; t < wh->bounds[2 * i + 1]; t++) acc += x[t] * k[t];
+                    to[(size_t)y * out_w + i] = clip8(acc);
+                }
+            in = to, w = out_w, done++;
+        } else if (order[n] == 1 && need_v) {
+            for (int yy = 0; yy < out_h; yy++) {
+                const int32_t *k = wv->k + (size_t)yy * wv->ksize;
+                int first = wv->bounds[2 * yy];
+                for (int x = 0; x < w; x++) {
+                    int32_t acc = 1 << (PRECISION_BITS - 1);
+                    for (int t = 0; t < wv->bounds[2 * yy + 1]; t++)
+                        acc += in[(size_t)(first + t) * w + x] * k[t];
+                    to[(size_t)yy * w + x] = clip8(acc);
+                }
+            }
+            in = to, h = out_h, done++;
+        }
+    }
+    if (!passes) memcpy(out, grey, (size_t)width * height);
+    free(mid);
+    return 0;
+}
+
+static inline int paeth(int a, int b, int c) {
+    int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c); /* |p - a|, |p - b|, |p - c| */
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/* One PNG row undone: `in` filtered with `filter`, `prior` the row above (zeros for the first),
+ * `bpp` bytes a pixel. Returns 0, or -5 for a filter type PNG does not define. */
+static int unfilter(int filter, const uint8_t *in, const uint8_t *prior, uint8_t *row,
+                    int64_t line, int bpp) {
+    int64_t x;
+    switch (filter) {
+    case 0:
+        memcpy(row, in, (size_t)line);
+        return 0;
+    case 1:
+        memcpy(row, in, (size_t)bpp);
+        for (x = bpp; x < line; x++) row[x] = (uint8_t)(in[x] + row[x - bpp]);
+        return 0;
+    case 2:
+        for (x = 0; x < line; x++) row[x] = (uint8_t)(in[x] + prior[x]);
+        return 0;
+    case 3:
+        for (x = 0; x < bpp; x++) row[x] = (uint8_t)(in[x] + (prior[x] >> 1));
+        for (; x < line; x++) row[x] = (uint8_t)(in[x] + ((row[x - bpp] + prior[x]) >> 1));
+        return 0;
+    case 4:
+        for (x = 0; x < bpp; x++) row[x] = (uint8_t)(in[x] + prior[x]); /* a = c = 0: b */
+        for (; x < line; x++)
+            row[x] = (uint8_t)(in[x] + paeth(row[x - bpp], prior[x], prior[x - bpp]));
+        return 0;
+    default:
+        return -5;
+    }
+}
+
+/* The rows of a plain PNG (8 bits a sample, not interlaced) as zlib inflates them, a filter
+ * byte then width * channels bytes each, to their 32x32 (out32) and 9x8 (out9x8) grey
+ * thumbnails, as Pillow decodes, converts to "L" and resizes them. `channels`: 1 (L) or 3
+ * (RGB). Returns 0; -1 when memory runs out; -3 for another number of channels; -4 when `raw`
+ * is not exactly the rows' size; -5 for a filter type PNG does not define (Pillow refuses the
+ * file). On any of these the caller lets Pillow read the file. */
+int sieve_png_thumbnails(const uint8_t *raw, int64_t raw_len, int channels, int height,
+                         int width, uint8_t *out32, uint8_t *out9x8) {
+    if (channels != 1 && channels != 3) return -3;
+    if (width <= 0 || height <= 0) return -4;
+    int64_t line = (int64_t)width * channels;
+    if (raw_len != (int64_t)height * (line + 1)) return -4;
+    uint8_t *rows = malloc((size_t)(height * line)), *grey = malloc((size_t)width * height);
+    uint8_t *zeros = calloc((size_t)line, 1); /* the row above the first */
+    if (!rows || !grey || !zeros) {
+        free(rows);
+        free(grey);
+        free(zeros);
+        return -1;
+    }
+    int status = 0;
+    for (int y = 0; y < height && !status; y++) {
+        const uint8_t *in = raw + y * (line + 1);
+        uint8_t *row = rows + y * line;
+        status = unfilter(in[0], in + 1, y ? row - line : zeros, row, line, channels);
+    }
+    if (!status) {
+        for (int64_t k = 0; k < (int64_t)width * height; k++) {
+            const uint8_t *p = rows + k * channels;
+            grey[k] = channels == 1 ? p[0]
+                                    : (uint8_t)((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 +
+                                                 0x8000) >> 16);
+        }
+        status = sieve_thumbnails(grey, width, 1, height, width, out32, out9x8);
+        if (status == -2) { /* small, or much taller than wide: the plain passes */
+            ThreadWeights *t = thread_weights();
+            status = !t || resize_plain(grey, width, height, 32, 32, &t->h32, &t->v32, out32) ||
+                             resize_plain(grey, width, height, 9, 8, &t->h9, &t->v8, out9x8)
+                         ? -1
+                         : 0;
+        }
+    }
+    free(rows);
+    free(grey);
+    free(zeros);
+    return status;
 }

@@ -216,6 +216,20 @@ def test_reingest_with_another_split_moves_the_images_it_names(con, tmp_path):
     assert splits == {"train": 8, "val": 1}
 
 
+def test_reingest_with_a_split_moves_an_image_whose_name_is_not_utf8(con, tmp_path):
+    """The names to move are the stored ones (made UTF-8): a raw name used to abort the ingest
+    after its images were written, before its labels and the move."""
+    flat = tmp_path / "flat"
+    write_png(flat / "plain.png", 8, 8, seed=1)
+    write_png(Path(os.fsdecode(os.fsencode(str(flat)) + b"/caf\xe9.png")), 8, 8, seed=2)
+    ingest(con, flat, dataset="latin")
+    moved = ingest(con, flat, dataset="latin", split="train")
+    assert (moved.moved, moved.unchanged) == (2, 2)
+    splits = con.execute("""SELECT split, count(*) FROM image_state JOIN datasets
+        USING (dataset_id) WHERE name = 'latin' GROUP BY 1""").fetchall()
+    assert splits == [("train", 2)]
+
+
 def test_ingest_twice_adds_and_changes_nothing(con, tmp_path):
     source = labelled_source(tmp_path / "src")
     first = ingest(con, source, fmt="imagefolder", dataset="d")
@@ -372,7 +386,7 @@ def test_probe_all_finishes_here_when_a_reader_process_dies(tmp_path, monkeypatc
 @pytest.mark.parametrize(("seconds_here", "decoded", "workers", "readers"), [
     (0.3, [640 * 480] * 8, 2, "threads"),    # a few hundred big images: threads start at once
     (0.05, [640 * 480] * 8, 2, "here"),      # a handful: not worth a second thread
-    (0.3, [32 * 32] * 8, 2, "here"),         # small images: processes would take longer to start
+    (0.1, [32 * 32] * 8, 2, "here"),         # small images: processes would take longer to start
     (5.0, [32 * 32] * 8, 2, "processes"),
     (5.0, [640 * 480, 32 * 32], 1, "here"),  # one worker asked for
     (5.0, [], 2, "processes"),               # nothing decoded in the sample (all unreadable)

@@ -3,9 +3,12 @@ Pillow's `convert("L").resize(size, LANCZOS)`, for every size and mode, in threa
 what building it does with and without a compiler."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -172,3 +175,100 @@ def test_a_kernel_that_rounds_otherwise_is_not_used(kernel):
 
     assert not native.agrees_with_pillow(declines)
     assert not native.agrees_with_pillow(off_by_one)
+
+
+# ---------------------------------------------------------------- PNG rows
+
+
+def png_file(pixels: np.ndarray, filters: list[int], *, level: int = 6) -> bytes:
+    """A plain 8-bit PNG ('L' for 2-D pixels, 'RGB' for 3-D) whose rows use `filters` in turn
+    (0 none, 1 sub, 2 up, 3 average, 4 Paeth), written by hand: Pillow's encoder picks one."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else 3
+    rows = pixels.reshape(height, width * channels).astype(np.int32)
+    raw, prior = bytearray(), np.zeros(width * channels, np.int32)
+    for y, row in enumerate(rows):
+        kind = filters[y % len(filters)]
+        a = np.concatenate([np.zeros(channels, np.int32), row[:-channels]])
+        c = np.concatenate([np.zeros(channels, np.int32), prior[:-channels]])
+        if kind == 4:
+            p = a + prior - c
+            pa, pb, pc = abs(p - a), abs(p - prior), abs(p - c)
+            predicted = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, prior, c))
+        else:
+            predicted = [0 * row, a, prior, (a + prior) >> 1][kind]
+        raw += bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+        prior = row
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind))))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(bytes(raw), level)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (28, 28), (1, 1), (5, 3), (33, 33), (64, 48),
+                                  (640, 480), (40, 1000), (300, 17)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [4, 3, 2, 1, 0]])
+def test_png_rows_give_pillows_pixels_and_thumbnails(kernel, size, mode, filters):
+    width, height = size
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    pixels = np.random.default_rng(width * height).integers(0, 256, shape, dtype=np.uint8)
+    data = png_file(pixels, filters)
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        assert np.array_equal(np.asarray(image), pixels)  # the file says what it should
+        expected = pillow_thumbnails(image)
+    assert imageprobe._png_by_kernel(data) == (width, height, mode, expected)
+
+
+def damaged_pngs() -> dict[str, bytes]:
+    pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    good = png_file(pixels, [1, 4])
+    start = good.index(b"IDAT") + 4
+    length = struct.unpack(">I", good[start - 8:start - 4])[0]
+    raw = bytearray(zlib.decompress(good[start:start + length]))
+
+    def with_rows(rows: bytes) -> bytes:  # the same file around other rows, CRC made right
+        payload = zlib.compress(rows)
+        idat = (struct.pack(">I", len(payload)) + b"IDAT" + payload
+                + struct.pack(">I", zlib.crc32(payload, zlib.crc32(b"IDAT"))))
+        return good[:start - 8] + idat + good[start + length + 4:]
+
+    unknown_filter = bytearray(raw)
+    unknown_filter[97 * 5] = 7  # row 5's filter byte
+    return {"unknown filter type": with_rows(bytes(unknown_filter)),
+            "rows missing": with_rows(bytes(raw[:97 * 20])),
+            "stream cut short": with_rows(bytes(raw))[:start + 40] + good[-12:],
+            "rows to spare": with_rows(bytes(raw) + bytes(97 * 3))}
+
+
+@pytest.mark.parametrize("name", list(damaged_pngs()))
+def test_damaged_png_rows_leave_the_file_to_pillow(kernel, tmp_path, monkeypatch, name):
+    """Whatever the kernel's path does not take, Pillow reads: the same facts, or the same
+    reason, as without the kernel."""
+    path = tmp_path / "damaged.png"
+    path.write_bytes(damaged_pngs()[name])
+    with_kernel = imageprobe.probe_files([str(path)], [None])
+    monkeypatch.setattr(native, "_kernel", lambda: None)
+    assert with_kernel == imageprobe.probe_files([str(path)], [None], numpy_resize=True)
+    # Pillow itself (Image.open, load) refuses these two; it reads the rows there are of a
+    # complete stream that holds too few, and ignores rows to spare
+    assert bool(with_kernel[0].error) == (name in ("unknown filter type", "stream cut short"))
+
+
+def test_probe_of_pngs_is_the_same_without_the_kernel(kernel, tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    paths = []
+    for k, (size, mode) in enumerate([((32, 32), "RGB"), ((28, 28), "L"), ((64, 48), "RGB"),
+                                      ((640, 480), "L")]):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+        paths.append(str(path))
+    with_kernel = imageprobe.probe_files(paths, [None] * len(paths))
+    monkeypatch.setattr(native, "_kernel", lambda: None)
+    assert with_kernel == imageprobe.probe_files(paths, [None] * len(paths), numpy_resize=True)
