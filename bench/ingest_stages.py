@@ -90,15 +90,18 @@ def main() -> None:
          lambda image: imageprobe._grey_thumbnails(image, True), images),
         ("the same, numpy path (no kernel)", numpy_path, images),
     ]
+    if native.available() and imageprobe._png_by_kernel(data[0]) is not None:
+        stages.append(("plain PNG: bytes to thumbnails (kernel, no Pillow image)",
+                       imageprobe._png_by_kernel, data))
     print(f"{len(paths)} files of {args.folder} ({images[0].width}x{images[0].height} "
           f"{images[0].mode}), microseconds per image, best of {args.repeats}:")
     for name, function, items in stages:
-        print(f"  {name:34s} {best_per_item(function, items, args.repeats):9.1f}")
+        print(f"  {name:56s} {best_per_item(function, items, args.repeats):9.1f}")
     hashes = best_per_item(batches(imageprobe._batch_hashes), [None], args.repeats) / len(paths)
-    print(f"  {'phash and dhash, batched':34s} {hashes:9.1f}")
+    print(f"  {'phash and dhash, batched':56s} {hashes:9.1f}")
     whole = best_per_item(lambda _: [imageprobe.probe_batch(paths[k:k + 256], [None] * len(
         paths[k:k + 256]), True) for k in range(0, len(paths), 256)], [None], args.repeats)
-    print(f"  {'probe_batch (all of the above)':34s} {whole / len(paths):9.1f}")
+    print(f"  {'probe_batch (the whole read of a file)':56s} {whole / len(paths):9.1f}")
     if args.shortcuts:
         print_shortcuts(data, thumbnails, args.repeats)
 
