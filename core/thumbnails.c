@@ -328,8 +328,8 @@ static int resize_plain(const uint8_t *grey, int width, int height, int out_w, i
     if ((need_h && weights_for(wh, width, out_w)) || (need_v && weights_for(wv, height, out_h)))
         return -1;
     /* the first of two passes gives out_w x height or width x out_h pixels */
-    uint8_t *mid = malloc((size_t)(out_w > width ? out_w : width) *
-                          (size_t)(out_h > height ? out_h : height));
+    size_t across_first = (size_t)out_w * height, down_first = (size_t)width * out_h;
+    uint8_t *mid = malloc(across_first > down_first ? across_first : down_first);
     if (!mid) return -1;
     const uint8_t *in = grey;
     int w = width, h = height;

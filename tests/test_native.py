@@ -173,8 +173,21 @@ def test_a_kernel_that_rounds_otherwise_is_not_used(kernel):
         out32[5] = (out32[5] + 1) % 256
         return status
 
+    real_png = real.png
+
+    def png_off_by_one(rows, length, channels, height, width, out32, out9):
+        status = real_png(rows, length, channels, height, width, out32, out9)
+        out9[3] = (out9[3] + 1) % 256
+        return status
+
     assert not native.agrees_with_pillow(declines)
     assert not native.agrees_with_pillow(off_by_one)
+    real.png = png_off_by_one  # the PNG rows path is checked too
+    try:
+        assert not native.agrees_with_pillow(real)
+    finally:
+        real.png = real_png
+    assert native.agrees_with_pillow(real)
 
 
 # ---------------------------------------------------------------- PNG rows
