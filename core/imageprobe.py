@@ -19,9 +19,10 @@ decodes the file with the arguments `Image.open` would give it. Anything unusual
 ICC, MPO, 12-bit, palette or interlaced PNG, damaged data, ...) goes through `Image.open`.
 The thumbnails of big images are made by the compiled kernel `core/thumbnails.c` (`core.native`)
 where it is built, and plain 8-bit 'L' and 'RGB' PNGs skip Pillow altogether there: zlib
-inflates their rows and the kernel undoes the filters, converts and resizes (`_png_by_kernel`); the Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once), and
-of big images without the kernel, by `resize_like_pillow`: Pillow's fixed-point arithmetic as
-exact float64 matrix products.
+inflates their rows and the kernel undoes the filters, converts and resizes (`_png_by_kernel`).
+The Lanczos thumbnails of 32x32 images (9x8, for the whole batch at once), and of big images
+without the kernel, are made by `resize_like_pillow`: Pillow's fixed-point arithmetic as exact
+float64 matrix products.
 """
 from __future__ import annotations
 
@@ -340,9 +341,10 @@ def _small_enough(width: int, height: int) -> bool:
     return width > 0 and height > 0 and (limit is None or width * height <= limit)
 
 
-def _decode_plain(data: bytes) -> Image.Image | None:
+def _decode_plain(data: bytes, png: tuple | None = None) -> Image.Image | None:
     """The image a plain JPEG or PNG decodes to, by Pillow's C decoder with `Image.open`'s
-    arguments (same pixels, mode and size); None for every other file or on any failure."""
+    arguments (same pixels, mode and size); None for every other file or on any failure.
+    `png`: `_png_image(data)`, where the caller has it."""
     try:
         if data[:3] == b"\xff\xd8\xff":
             header = _jpeg_header(data)
@@ -352,7 +354,7 @@ def _decode_plain(data: bytes) -> Image.Image | None:
                 image.format = "JPEG"
                 return image
         elif data[:8] == _PNG_SIGNATURE:
-            plain = _png_image(data)
+            plain = png or _png_image(data)
             if plain and _small_enough(plain[1], plain[2]):
                 mode, width, height, pixels = plain
                 image = Image.frombytes(mode, (width, height), pixels, "zip", mode)
@@ -363,14 +365,26 @@ def _decode_plain(data: bytes) -> Image.Image | None:
     return None
 
 
-def _png_by_kernel(data: bytes) -> tuple[int, int, str, tuple[bytes, bytes]] | None:
+def _plain_png(data: bytes) -> tuple | None:
+    """`_png_image(data)` of a PNG file, None for any other file or damaged chunks."""
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    try:
+        return _png_image(data)
+    except (ValueError, struct.error):
+        return None
+
+
+def _png_by_kernel(data: bytes, plain: tuple | None = None
+                   ) -> tuple[int, int, str, tuple[bytes, bytes]] | None:
     """(width, height, mode, thumbnails) of a plain 8-bit 'L' or 'RGB' PNG, without a Pillow
     image: zlib inflates its rows, as many as the header says, and the compiled kernel undoes
     the filters, converts to grey and resizes (Pillow's bytes, see core.native). None for
-    every other file, without the kernel, or when the rows fall short: Pillow reads it."""
+    every other file, without the kernel, or when the rows fall short: Pillow reads it.
+    `plain`: `_png_image(data)`, where the caller has it."""
     if data[:8] != _PNG_SIGNATURE or not native.available():
         return None
-    plain = _png_image(data)
+    plain = plain or _png_image(data)
     if plain is None or plain[0] not in ("L", "RGB") or not _small_enough(*plain[1:3]):
         return None
     mode, width, height, compressed = plain
@@ -461,11 +475,12 @@ def _probe_one(path, known_sha: str | None = None,
     if not data:
         return (path, 0, sha, None, None, None, None, "empty file (0 bytes)", False), None
     try:
-        fast = _png_by_kernel(data)
+        png = _plain_png(data)  # the header walk, once for both paths below
+        fast = _png_by_kernel(data, png) if png else None
         if fast is not None:
             width, height, mode, thumbnails = fast
             return (path, len(data), sha, width, height, "PNG", mode, None, False), thumbnails
-        image = _decode_plain(data)
+        image = _decode_plain(data, png)
         if image is None:
             image, mode = _decode_with_pillow(data)
         else:

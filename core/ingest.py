@@ -91,17 +91,20 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 def probe_all(paths: list, known_sha: list, *, workers: int, engine: str = "local",
               ray_address: str | None = None) -> Iterator[ProbeBatch]:
-    """Probe files in order, a batch of results (columns) at a time. Engine 'local': this process first
-    reads a sample, in batches that double from 4 files until the batches after the first
-    (which pays for one-off set-up) have taken SAMPLE_S, or the first chunk is read, or the
-    images are big and, by a batch after the first, the rest would clearly take threads (twice
-    THREADS_WORTH_S). Then it
-    shares the rest out: among `workers` threads when the images are big (THREADS_FROM_PIXELS
-    on average: decoding, converting, hashing and resizing them is C code that lets go of
-    Python's lock) and reading the rest here would take over THREADS_WORTH_S, in chunks of
-    about THREAD_CHUNK_S so that the threads finish together; else among `workers` processes
-    when it would take over POOL_WORTH_S. (Size, not time, picks threads: the time per image
-    differs twofold between machines, and between runs on a shared one.) Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
+    """Probe files in order, a batch of results (columns) at a time.
+
+    Engine 'local': this process first reads a sample, in batches that double from 4 files
+    until the batches after the first (which pays for one-off set-up) have taken SAMPLE_S, or
+    the first chunk is read, or the images are big and, by a batch after the first, the rest
+    would clearly take threads (twice THREADS_WORTH_S). Then it shares the rest out: among
+    `workers` threads when the images are big (THREADS_FROM_PIXELS on average: decoding,
+    converting, hashing and resizing them is C code that lets go of Python's lock) and reading
+    the rest here would take over THREADS_WORTH_S, in chunks of about THREAD_CHUNK_S so that
+    the threads finish together; else among `workers` processes when it would take over
+    POOL_WORTH_S. (Size, not time, picks threads: the time per image differs twofold between
+    machines, and between runs on a shared one.)
+
+    Engine 'ray': every chunk is a task on the Ray cluster at `ray_address`
     (`core.rayengine`). Chunks shrink for small sources so that every worker gets several."""
     size = max(1, min(CHUNK, -(-len(paths) // (4 * workers))))
     if not paths:
@@ -269,14 +272,15 @@ class _ImageWriter:
         self.known = dict(zip(known["path"], zip(known["image_id"], sha)))
         unreadable = catalog.unreadable_images(con, dataset_id, limit=len(known))
         self.known_errors = dict(zip(unreadable["path"], unreadable["error"]))
-        self.pending: list[tuple[ProbeBatch, list[str]]] = []
+        self.pending: list[tuple[ProbeBatch, list[str], list[tuple]]] = []
         self.pending_rows = 0
         self.counts = Counter()
         self.failed: list[tuple[str, str]] = []  # (path, reason) of files that could not be read
 
-    def add(self, batch: ProbeBatch, rels: list[str]) -> None:
-        """The results of the files `rels` (paths below the dataset's root), in order."""
-        self.pending.append((batch, rels))
+    def add(self, batch: ProbeBatch, rels: list[str], names: list[tuple]) -> None:
+        """The results of the files `rels` (paths below the dataset's root), in order;
+        `names`: their `stored_path`."""
+        self.pending.append((batch, rels, names))
         self.pending_rows += len(rels)
         if self.pending_rows >= WRITE_BATCH:
             self.flush()
@@ -284,10 +288,10 @@ class _ImageWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = ProbeBatch.concat([b for b, _ in self.pending])
-        rels = [rel for _, part in self.pending for rel in part]
+        batch = ProbeBatch.concat([b for b, _, _ in self.pending])
+        rels = [rel for _, part, _ in self.pending for rel in part]
+        names = [name for _, _, part in self.pending for name in part]
         self.pending, self.pending_rows = [], 0
-        names = [stored_path(rel) for rel in rels]
         if not self.known:  # a dataset's first ingest: every file is new
             new, changed = range(len(rels)), []
         else:
@@ -342,14 +346,17 @@ def ingest_images(con, source: Path, paths: list[str], dataset_id: int, *, split
     outcome and the files that failed."""
     known = catalog.known_images(con, dataset_id)
     writer = _ImageWriter(con, dataset_id, known, split=split, job_id=job_id)
-    known_sha = [writer.known.get(stored_path(prefix + p)[0], (None, None))[1] for p in paths]
+    rels = [prefix + p for p in paths]  # below the dataset's root
+    names = [stored_path(rel) for rel in rels]  # as stored
+    known_sha = [writer.known.get(path, (None, None))[1] for path, _ in names]
     base = os.path.join(source, "")  # paths are relative: joined by concatenation (10x faster)
     full = [base + p for p in paths]
     done = 0
     for results in probe_all(full, known_sha, workers=workers, engine=engine,
                              ray_address=ray_address):
-        writer.add(results, [prefix + rel for rel in paths[done:done + len(results)]])
-        done += len(results)
+        stop = done + len(results)
+        writer.add(results, rels[done:stop], names[done:stop])
+        done = stop
         if progress:
             progress(done, len(paths), "reading images")
     writer.flush()

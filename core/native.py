@@ -2,12 +2,13 @@
 
 `python -m core.native` compiles the kernel with the system's C compiler (`$CC`, else `cc`) into
 core/_thumbnails.so beside its source; `make run` and `make test` do it. Without a compiler the
-command says so and exits 0: Sieve then computes the same thumbnails with numpy, about three
-times slower (0.83 ms against 0.26 ms for a 640x480 photo; `core.imageprobe`). `grey_thumbnails(image)` returns the 32x32 and
-9x8 grey thumbnails of a decoded image, or None where the kernel is not built, is older than its
-source, or leaves the image to the caller (32 pixels or fewer on a side, or much taller than
-wide: see thumbnails.c); `png_thumbnails(rows, ...)` those of a plain PNG from its inflated
-rows, any size.
+command says so and exits 0: Sieve then computes the same thumbnails with numpy, about 2.7
+times slower (0.75 ms against 0.28 ms for a 640x480 photo, bench/ingest_stages.py;
+`core.imageprobe`). `grey_thumbnails(image)` returns the 32x32 and 9x8 grey thumbnails of a
+decoded image, or None where the kernel is not built, is older than its source, or leaves the
+image to the caller (32 pixels or fewer on a side, or much taller than wide: see
+thumbnails.c); `png_thumbnails(rows, ...)` those of a plain PNG from its inflated rows, any
+size.
 
 The kernel reads Pillow's pixels in place, through the Arrow C data interface Pillow exports
 (`Image.__arrow_c_array__`, no copy), and runs with Python's lock released (ctypes), so the
@@ -161,10 +162,7 @@ def _png_rows_thumbnails(function, image: Image.Image) -> tuple[bytes, bytes] | 
             paeth = a if pa <= pb and pa <= pc else b if pb <= pc else c
             rows.append((row[x] - (0, a, b, (a + b) >> 1, paeth)[kind]) & 255)
         prior = row
-    out32, out9 = (ctypes.c_uint8 * 1024)(), (ctypes.c_uint8 * 72)()
-    if function.png(bytes(rows), len(rows), 3, image.height, image.width, out32, out9) != 0:
-        return None
-    return bytes(out32), bytes(out9)
+    return _call(function.png, bytes(rows), len(rows), 3, image.height, image.width)
 
 
 def available() -> bool:
@@ -210,10 +208,7 @@ def png_thumbnails(rows: bytes, mode: str, width: int, height: int
     kernel = _kernel()
     if kernel is None or mode not in ("L", "RGB"):
         return None
-    out32, out9 = (ctypes.c_uint8 * 1024)(), (ctypes.c_uint8 * 72)()
-    if kernel.png(rows, len(rows), 1 if mode == "L" else 3, height, width, out32, out9) != 0:
-        return None
-    return bytes(out32), bytes(out9)
+    return _call(kernel.png, rows, len(rows), 1 if mode == "L" else 3, height, width)
 
 
 def _run(kernel, image: Image.Image) -> tuple[bytes, bytes] | None:
@@ -227,11 +222,16 @@ def _run(kernel, image: Image.Image) -> tuple[bytes, bytes] | None:
         data = image.tobytes()
         found = data, ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value, 1
     keep, address, channels = found
-    out32, out9 = (ctypes.c_uint8 * 1024)(), (ctypes.c_uint8 * 72)()
-    status = kernel(address, image.width * channels, channels, image.height, image.width,
-                    out32, out9)
+    made = _call(kernel, address, image.width * channels, channels, image.height, image.width)
     del keep  # the capsule held the pixels until here
-    if status != 0:
+    return made
+
+
+def _call(function, *args) -> tuple[bytes, bytes] | None:
+    """`function(*args, out32, out9x8)` of the kernel: the two thumbnails, or None when it
+    returns a failure status."""
+    out32, out9 = (ctypes.c_uint8 * 1024)(), (ctypes.c_uint8 * 72)()
+    if function(*args, out32, out9) != 0:
         return None
     return bytes(out32), bytes(out9)
 

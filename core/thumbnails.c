@@ -16,8 +16,8 @@
  * Integer sums do not depend on the order of the additions, which is what lets this kernel
  * reorganise the work: the image is converted and transposed in blocks of ROWS rows (widened
  * to int32), so that the horizontal pass runs down the columns, every row of the block in one
- * vector of sums: about 0.25 ms for a 640x480 RGB image on one core of the development machine
- * (AMD EPYC, AVX-512), against 0.8 ms for the numpy path (bench/ingest_stages.py).
+ * vector of sums: about 0.28 ms for a 640x480 RGB image on one core of the development machine
+ * (AMD EPYC, AVX-512), against 0.75 ms for the numpy path (bench/ingest_stages.py).
  * Build with -ffp-contract=off: a fused multiply-add would change the weights' last bits.
  */
 #include <math.h>

@@ -86,10 +86,7 @@ def test_sizes_left_to_the_caller(kernel, size):
     first: the kernel declines, and imageprobe's own path gives Pillow's bytes."""
     image = picture(*size, "RGB", "noise")
     assert native.grey_thumbnails(image) is None
-    made = imageprobe._grey_thumbnails(image, numpy_resize=True)
-    expected = pillow_thumbnails(image)
-    assert made[0] == expected[0]
-    assert made[1] in (expected[1], None)  # None: a 32x32 image's 9x8 is made with its batch
+    assert imageprobe._grey_thumbnails(image, numpy_resize=True) == pillow_thumbnails(image)
 
 
 def test_threads_with_different_sizes(kernel):
